@@ -1,0 +1,330 @@
+//! `hurtigspor.v1.ParticipantService`.
+
+use super::{check_request_id, new_participant_id, pagination, parse_name};
+use crate::{
+    config::Limits,
+    domain::{
+        kommune::Kommunenummer,
+        participant::{self as rules, Rules},
+    },
+    error::Error,
+    keys::Keys,
+    store::{ChangeKind, IdempotencyKey, ListQuery, Mutation, NewParticipant, Origin, Store},
+};
+use chrono::{DateTime, NaiveDate, Utc};
+use hurtigspor_proto::v1::{
+    CreateParticipantRequest, EndMeasureRequest, EndProgrammeRequest, GetParticipantRequest, HurtigsporStatus,
+    ListParticipantsRequest, ListParticipantsResponse, LookupParticipantRequest, OpenRecognitionCaseRequest,
+    Participant, RecordCompetenceMappingRequest, RecordMeasureRequest, TransitionHurtigsporRequest,
+    UpdateIndividualPlanRequest, UpdateParticipantRequest, participant_service_server::ParticipantService,
+};
+use prost::Message;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The time source; tests can pin it.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Self {
+        Self(Arc::new(Utc::now))
+    }
+
+    pub fn fixed(t: DateTime<Utc>) -> Self {
+        Self(Arc::new(move || t))
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.0)()
+    }
+}
+
+pub struct ParticipantApi {
+    store: Arc<dyn Store>,
+    rules: Rules,
+    keys: Keys,
+    limits: Limits,
+    clock: Clock,
+}
+
+/// Who is calling. Until authentication lands every caller is anonymous.
+const ACTOR: &str = "anonymous";
+
+impl ParticipantApi {
+    pub fn new(store: Arc<dyn Store>, rules: Rules, keys: Keys, limits: Limits, clock: Clock) -> Self {
+        Self { store, rules, keys, limits, clock }
+    }
+
+    fn today(&self) -> NaiveDate {
+        self.clock.now().date_naive()
+    }
+
+    fn now_timestamp(&self) -> prost_types::Timestamp {
+        let now = self.clock.now();
+        prost_types::Timestamp { seconds: now.timestamp(), nanos: now.timestamp_subsec_nanos() as i32 }
+    }
+
+    /// The idempotency key of a request with a `request_id`, if it has one.
+    fn idempotency<M: Message>(
+        &self,
+        method: &'static str,
+        request_id: &str,
+        request: &M,
+    ) -> Result<Option<IdempotencyKey>, Error> {
+        check_request_id(request_id)?;
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(IdempotencyKey {
+            method,
+            request_id: request_id.to_owned(),
+            fingerprint: self.keys.fingerprint(method, &request.encode_to_vec()),
+        }))
+    }
+
+    /// What every response carries: derived status and warnings.
+    fn present(&self, mut p: Participant) -> Participant {
+        rules::present(&mut p, &self.rules.programme, self.today());
+        p
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn mutate(
+        &self,
+        name: &str,
+        etag: &str,
+        idempotency: Option<IdempotencyKey>,
+        kind: &'static str,
+        apply: impl FnOnce(&mut Participant) -> Result<(), Error> + Send + 'static,
+    ) -> Result<Response<Participant>, Status> {
+        let id = parse_name(name, "name")?;
+        let committed = self
+            .store
+            .mutate(Mutation {
+                id: id.clone(),
+                expected_etag: (!etag.is_empty()).then(|| etag.to_owned()),
+                idempotency,
+                kind: ChangeKind(kind),
+                origin: Origin::Api,
+                actor: ACTOR.to_owned(),
+                apply: Box::new(apply),
+            })
+            .await?;
+        tracing::info!(participant = %id, version = committed.version, replayed = committed.replayed, change = kind, "participant changed");
+        Ok(Response::new(self.present(committed.participant)))
+    }
+}
+
+fn required<'a, T>(value: Option<&'a T>, field: &str, what: &str) -> Result<&'a T, Error> {
+    value.ok_or_else(|| Error::invalid(field, "REQUIRED", format!("is required: {what}")))
+}
+
+#[tonic::async_trait]
+impl ParticipantService for ParticipantApi {
+    async fn create_participant(
+        &self,
+        request: Request<CreateParticipantRequest>,
+    ) -> Result<Response<Participant>, Status> {
+        let req = request.into_inner();
+        let input = required(req.participant.as_ref(), "participant", "the participant to register")?;
+        let idempotency = self.idempotency("CreateParticipant", &req.request_id, &req)?;
+        let valid = rules::validate_new(input, &self.rules, self.today())?;
+        let id = new_participant_id();
+        let committed = self
+            .store
+            .create(NewParticipant {
+                id: id.clone(),
+                national_id_hash: self.keys.national_id_hash(&valid.national_id),
+                national_id: valid.national_id.expose().to_owned(),
+                record: valid.record,
+                idempotency,
+                origin: Origin::Api,
+                actor: ACTOR.to_owned(),
+            })
+            .await?;
+        tracing::info!(participant = %committed.participant.name, replayed = committed.replayed, "participant created");
+        Ok(Response::new(self.present(committed.participant)))
+    }
+
+    async fn get_participant(&self, request: Request<GetParticipantRequest>) -> Result<Response<Participant>, Status> {
+        let id = parse_name(&request.get_ref().name, "name")?;
+        let p = self.store.get(&id).await?.ok_or_else(|| Error::not_found(crate::store::resource_name(&id)))?;
+        tracing::info!(participant = %id, "participant read");
+        Ok(Response::new(self.present(p)))
+    }
+
+    async fn list_participants(
+        &self,
+        request: Request<ListParticipantsRequest>,
+    ) -> Result<Response<ListParticipantsResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = crate::error::Violations::new();
+        if req.page_size < 0 {
+            v.add("page_size", "OUT_OF_RANGE", "must not be negative; 0 means the default page size");
+        }
+        let kommune = if req.kommunenummer.is_empty() {
+            None
+        } else {
+            match Kommunenummer::parse(&req.kommunenummer) {
+                Ok(k) => Some(k.as_str().to_owned()),
+                Err(e) => {
+                    v.add("kommunenummer", "INVALID_KOMMUNE", e.to_string());
+                    None
+                }
+            }
+        };
+        let status = match HurtigsporStatus::try_from(req.hurtigspor_status) {
+            Ok(HurtigsporStatus::Unspecified) => None,
+            Ok(s) => Some(s as i32),
+            Err(_) => {
+                v.add("hurtigspor_status", "UNKNOWN_ENUM_VALUE", "is not a known HurtigsporStatus");
+                None
+            }
+        };
+        v.check()?;
+        let status_text = status.map(|s| s.to_string()).unwrap_or_default();
+        let filter = pagination::filter_digest(&[kommune.as_deref().unwrap_or(""), &status_text]);
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(pagination::decode(&self.keys, &req.page_token, filter)?)
+        };
+        let limit = match req.page_size {
+            0 => self.limits.default_page_size,
+            n => (n as u32).min(self.limits.max_page_size),
+        } as usize;
+        let page =
+            self.store.list(ListQuery { kommunenummer: kommune, hurtigspor_status: status, after, limit }).await?;
+        let next_page_token = match (page.more, page.last_position) {
+            (true, Some(last)) => pagination::encode(&self.keys, last, filter),
+            _ => String::new(),
+        };
+        tracing::info!(count = page.participants.len(), "participants listed");
+        Ok(Response::new(ListParticipantsResponse {
+            participants: page.participants.into_iter().map(|p| self.present(p)).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_participant(
+        &self,
+        request: Request<UpdateParticipantRequest>,
+    ) -> Result<Response<Participant>, Status> {
+        let req = request.into_inner();
+        let input =
+            required(req.participant.as_ref(), "participant", "the participant with its name and the new values")?
+                .clone();
+        parse_name(&input.name, "participant.name")?;
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        let (rules, today) = (self.rules.clone(), self.today());
+        let (name, etag) = (input.name.clone(), input.etag.clone());
+        self.mutate(&name, &etag, None, "participant.updated", move |p| {
+            rules::apply_update(p, &input, &paths, &rules, today)
+        })
+        .await
+    }
+
+    async fn lookup_participant(
+        &self,
+        request: Request<LookupParticipantRequest>,
+    ) -> Result<Response<Participant>, Status> {
+        let id = rules::parse_national_id(&request.get_ref().national_id, "national_id", &self.rules, self.today())?;
+        let p = self
+            .store
+            .get_by_national_id_hash(&self.keys.national_id_hash(&id))
+            .await?
+            .ok_or_else(|| Error::not_found("participant with this national id"))?;
+        tracing::info!(participant = %p.name, "participant looked up");
+        Ok(Response::new(self.present(p)))
+    }
+
+    async fn transition_hurtigspor(
+        &self,
+        request: Request<TransitionHurtigsporRequest>,
+    ) -> Result<Response<Participant>, Status> {
+        let req = request.into_inner();
+        let idempotency = self.idempotency("TransitionHurtigspor", &req.request_id, &req)?;
+        parse_name(&req.name, "name")?;
+        let input = rules::validate_transition_input(
+            req.status,
+            req.decided_by,
+            &req.reason,
+            req.effective_date.as_ref(),
+            self.today(),
+        )?;
+        let now = self.now_timestamp();
+        self.mutate(&req.name, &req.etag, idempotency, "hurtigspor.transitioned", move |p| {
+            rules::transition(p, &input, now)
+        })
+        .await
+    }
+
+    async fn end_programme(&self, request: Request<EndProgrammeRequest>) -> Result<Response<Participant>, Status> {
+        let req = request.into_inner();
+        let idempotency = self.idempotency("EndProgramme", &req.request_id, &req)?;
+        parse_name(&req.name, "name")?;
+        let input = rules::validate_end_input(req.end_date.as_ref(), req.end_reason, req.main_activity)?;
+        self.mutate(&req.name, &req.etag, idempotency, "programme.ended", move |p| rules::end_programme(p, &input))
+            .await
+    }
+
+    async fn record_measure(&self, request: Request<RecordMeasureRequest>) -> Result<Response<Participant>, Status> {
+        let req = request.into_inner();
+        let idempotency = self.idempotency("RecordMeasure", &req.request_id, &req)?;
+        parse_name(&req.name, "name")?;
+        let input = required(req.measure.as_ref(), "measure", "the measure to record")?;
+        let measure = rules::new_measure(input, self.today())?;
+        self.mutate(&req.name, &req.etag, idempotency, "measure.recorded", move |p| {
+            p.measures.push(measure);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn end_measure(&self, request: Request<EndMeasureRequest>) -> Result<Response<Participant>, Status> {
+        let req = request.into_inner();
+        parse_name(&req.name, "name")?;
+        let input = rules::validate_end_measure(&req.measure_id, req.status, req.end_date.as_ref())?;
+        self.mutate(&req.name, &req.etag, None, "measure.ended", move |p| rules::end_measure(p, &input)).await
+    }
+
+    async fn open_recognition_case(
+        &self,
+        request: Request<OpenRecognitionCaseRequest>,
+    ) -> Result<Response<Participant>, Status> {
+        let req = request.into_inner();
+        let idempotency = self.idempotency("OpenRecognitionCase", &req.request_id, &req)?;
+        parse_name(&req.name, "name")?;
+        let input = required(req.recognition_case.as_ref(), "recognition_case", "the case to open, with its scheme")?;
+        let case = rules::new_recognition_case(input, self.today())?;
+        self.mutate(&req.name, &req.etag, idempotency, "recognition.opened", move |p| {
+            rules::open_recognition_case(p, case)
+        })
+        .await
+    }
+
+    async fn record_competence_mapping(
+        &self,
+        request: Request<RecordCompetenceMappingRequest>,
+    ) -> Result<Response<Participant>, Status> {
+        let req = request.into_inner();
+        parse_name(&req.name, "name")?;
+        let competence = rules::validate_competence_input(req.competence.as_ref(), self.today())?;
+        self.mutate(&req.name, &req.etag, None, "competence.recorded", move |p| {
+            p.competence = Some(competence);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_individual_plan(
+        &self,
+        request: Request<UpdateIndividualPlanRequest>,
+    ) -> Result<Response<Participant>, Status> {
+        let req = request.into_inner();
+        parse_name(&req.name, "name")?;
+        let plan = req.plan.clone();
+        self.mutate(&req.name, &req.etag, None, "plan.updated", move |p| rules::replace_plan(p, plan.as_ref())).await
+    }
+}

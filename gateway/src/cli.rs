@@ -1,0 +1,368 @@
+//! The `hurtigspor` command line: server subcommands and a small client.
+
+use crate::{
+    Gateway,
+    api::participants::Clock,
+    config::{Config, Mode, Overrides},
+    store::sqlite::SqliteStore,
+    telemetry,
+};
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use hurtigspor_proto::{
+    google::r#type::Date,
+    v1::{
+        CreateParticipantRequest, GetParticipantRequest, HurtigsporStatus, ListParticipantsRequest,
+        LookupParticipantRequest, Participant, Programme, participant_service_client::ParticipantServiceClient,
+    },
+};
+use std::{io::Read, net::SocketAddr, path::PathBuf};
+use tonic_types::StatusExt;
+
+#[derive(Parser, Debug)]
+#[command(name = "hurtigspor", version, about = "The hurtigspor gateway: one participant record, every system in step")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway in production mode from a config file.
+    Serve {
+        /// TOML config file; `HURTIGSPOR__*` environment variables override it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Where the SQLite file lives.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run a local gateway for development: SQLite under --data-dir, dev/test
+    /// mode (synthetic identities accepted), human-readable logs.
+    Dev {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Call a running gateway's ParticipantService.
+    Participants {
+        /// The gateway's address.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:50051", env = "HURTIGSPOR_SERVER")]
+        server: String,
+        #[command(subcommand)]
+        command: ParticipantsCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Address to listen on for gRPC [default: 127.0.0.1:50051].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Where the SQLite file and other local state live.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ParticipantsCommand {
+    /// Register a participant.
+    Create {
+        /// Fodselsnummer or D-nummer; `-` reads it from stdin, which keeps it
+        /// out of shell history.
+        #[arg(long)]
+        national_id: String,
+        #[arg(long)]
+        given_name: String,
+        #[arg(long)]
+        family_name: String,
+        /// Four-digit kommunenummer, e.g. 0301.
+        #[arg(long)]
+        kommune: String,
+        /// Programme start, YYYY-MM-DD.
+        #[arg(long)]
+        start_date: String,
+        /// Planned programme end, YYYY-MM-DD.
+        #[arg(long)]
+        planned_end_date: Option<String>,
+        /// NAV office number (enhetsnummer).
+        #[arg(long)]
+        nav_office: Option<String>,
+        /// Client request id, for safe retries.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Show one participant.
+    Get {
+        /// participants/{id}
+        name: String,
+    },
+    /// Find a participant by national id, read from stdin.
+    Lookup,
+    /// List participants.
+    List {
+        #[arg(long)]
+        kommune: Option<String>,
+        /// Hurtigspor status, e.g. candidate or HURTIGSPOR_STATUS_CANDIDATE.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        page_size: i32,
+        /// Follow next_page_token to the end.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config, server } => {
+            let config = Config::load(
+                config.as_deref(),
+                Config::default(),
+                Overrides { listen: server.listen, data_dir: server.data_dir, mode: None },
+            )?;
+            telemetry::init(&config.log);
+            serve(config, false).await
+        }
+        Command::Dev { config, server } => {
+            let config = Config::load(
+                config.as_deref(),
+                Config::dev_defaults(),
+                Overrides { listen: server.listen, data_dir: server.data_dir, mode: Some(Mode::Dev) },
+            )?;
+            telemetry::init(&config.log);
+            serve(config, true).await
+        }
+        Command::Migrate { config, data_dir } => {
+            let config =
+                Config::load(config.as_deref(), Config::default(), Overrides { data_dir, ..Default::default() })?;
+            let path = config.database_path();
+            let (store, report) =
+                SqliteStore::open(&path).with_context(|| format!("cannot migrate {}", path.display()))?;
+            crate::store::Store::close(&store).await;
+            if report.applied.is_empty() {
+                println!("{}: schema is up to date (version {})", path.display(), report.current);
+            } else {
+                println!(
+                    "{}: applied migrations {:?}; schema version {}",
+                    path.display(),
+                    report.applied,
+                    report.current
+                );
+            }
+            Ok(())
+        }
+        Command::Participants { server, command } => participants(&server, command).await,
+    }
+}
+
+async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let gateway = Gateway::build(config, Clock::system()).await?;
+    let addr = gateway.local_addr();
+    if dev {
+        println!("hurtigspor dev gateway");
+        println!("  listening on http://{addr} (gRPC, plaintext; health and reflection on)");
+        println!("  data in     {}", data_dir.display());
+        println!("  DEV MODE: synthetic test identities are accepted. Never put real personal data here.");
+        println!("  try:        cargo run -- participants --server http://{addr} list");
+        println!("              grpcurl -plaintext {addr} list");
+        println!("  stop with Ctrl-C");
+    }
+    gateway.run(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+fn parse_date(s: &str, flag: &str) -> anyhow::Result<Date> {
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").with_context(|| format!("{flag} must be YYYY-MM-DD"))?;
+    Ok(crate::domain::dates::to_proto(d))
+}
+
+fn parse_status(s: &str) -> anyhow::Result<HurtigsporStatus> {
+    let upper = s.to_ascii_uppercase();
+    let full = if upper.starts_with("HURTIGSPOR_STATUS_") { upper } else { format!("HURTIGSPOR_STATUS_{upper}") };
+    HurtigsporStatus::from_str_name(&full).with_context(|| {
+        format!(
+            "unknown status {s:?}; one of {}",
+            crate::domain::hurtigspor::ALL.map(crate::domain::hurtigspor::short_name).join(", ").to_lowercase()
+        )
+    })
+}
+
+fn read_stdin_line() -> anyhow::Result<String> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).context("cannot read stdin")?;
+    Ok(s.trim().to_owned())
+}
+
+/// Prints a gRPC error with its field violations and exits non-zero.
+fn describe(status: &tonic::Status) -> anyhow::Error {
+    let mut out = format!("{:?}: {}", status.code(), status.message());
+    if let Some(bad) = status.get_details_bad_request() {
+        for v in bad.field_violations {
+            out.push_str(&format!("\n  {}: {}", v.field, v.description));
+        }
+    }
+    if let Some(pf) = status.get_details_precondition_failure() {
+        for v in pf.violations {
+            out.push_str(&format!("\n  {} ({})", v.subject, v.r#type));
+        }
+    }
+    anyhow::anyhow!(out)
+}
+
+fn date_text(d: Option<&Date>) -> String {
+    d.map_or_else(|| "-".to_owned(), |d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day))
+}
+
+fn print_participant(p: &Participant) {
+    let status = p.hurtigspor.as_ref().map_or(0, |h| h.status);
+    let status = HurtigsporStatus::try_from(status).unwrap_or_default();
+    let programme = p.programme.clone().unwrap_or_default();
+    println!("{}", p.name);
+    println!("  name:        {} {}", p.given_name, p.family_name);
+    println!("  national id: {} (masked)", "*".repeat(p.national_id.len()));
+    println!("  kommune:     {}", p.kommunenummer);
+    println!(
+        "  programme:   {} to {}",
+        date_text(programme.start_date.as_ref()),
+        date_text(programme.planned_end_date.as_ref())
+    );
+    println!("  hurtigspor:  {}", crate::domain::hurtigspor::short_name(status));
+    println!("  etag:        {}", p.etag);
+    for w in &p.warnings {
+        println!("  warning:     {} ({}): {}", w.code, w.field, w.message);
+    }
+}
+
+async fn participants(server: &str, command: ParticipantsCommand) -> anyhow::Result<()> {
+    let mut client = ParticipantServiceClient::connect(server.to_owned()).await.with_context(|| {
+        format!("cannot reach a gateway at {server}; start one with `cargo run -- dev` or pass --server")
+    })?;
+    match command {
+        ParticipantsCommand::Create {
+            national_id,
+            given_name,
+            family_name,
+            kommune,
+            start_date,
+            planned_end_date,
+            nav_office,
+            request_id,
+        } => {
+            let national_id = if national_id == "-" { read_stdin_line()? } else { national_id };
+            let programme = Programme {
+                start_date: Some(parse_date(&start_date, "--start-date")?),
+                planned_end_date: planned_end_date
+                    .as_deref()
+                    .map(|d| parse_date(d, "--planned-end-date"))
+                    .transpose()?,
+                ..Default::default()
+            };
+            let p = client
+                .create_participant(CreateParticipantRequest {
+                    participant: Some(Participant {
+                        national_id,
+                        given_name,
+                        family_name,
+                        kommunenummer: kommune,
+                        nav_office: nav_office.unwrap_or_default(),
+                        programme: Some(programme),
+                        ..Default::default()
+                    }),
+                    request_id: request_id.unwrap_or_default(),
+                })
+                .await
+                .map_err(|s| describe(&s))?
+                .into_inner();
+            print_participant(&p);
+        }
+        ParticipantsCommand::Get { name } => {
+            let p =
+                client.get_participant(GetParticipantRequest { name }).await.map_err(|s| describe(&s))?.into_inner();
+            print_participant(&p);
+        }
+        ParticipantsCommand::Lookup => {
+            let national_id = read_stdin_line()?;
+            if national_id.is_empty() {
+                bail!("write the national id on stdin, e.g. `echo <number> | hurtigspor participants lookup`");
+            }
+            let p = client
+                .lookup_participant(LookupParticipantRequest { national_id })
+                .await
+                .map_err(|s| describe(&s))?
+                .into_inner();
+            print_participant(&p);
+        }
+        ParticipantsCommand::List { kommune, status, page_size, all } => {
+            let status = status.as_deref().map(parse_status).transpose()?.map_or(0, |s| s as i32);
+            let mut page_token = String::new();
+            let mut total = 0;
+            loop {
+                let page = client
+                    .list_participants(ListParticipantsRequest {
+                        page_size,
+                        page_token,
+                        kommunenummer: kommune.clone().unwrap_or_default(),
+                        hurtigspor_status: status,
+                    })
+                    .await
+                    .map_err(|s| describe(&s))?
+                    .into_inner();
+                for p in &page.participants {
+                    let s =
+                        HurtigsporStatus::try_from(p.hurtigspor.as_ref().map_or(0, |h| h.status)).unwrap_or_default();
+                    println!(
+                        "{}  {}  {:<22}  {} {}",
+                        p.name,
+                        p.kommunenummer,
+                        crate::domain::hurtigspor::short_name(s),
+                        p.given_name,
+                        p.family_name
+                    );
+                }
+                total += page.participants.len();
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                if !all {
+                    println!("(more: repeat with --all to list every page)");
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            println!("{total} participant(s)");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! Typed configuration: built-in defaults, then a TOML file, then
+//! `HURTIGSPOR__*` environment variables (`__` separates levels, e.g.
+//! `HURTIGSPOR__PROGRAMME__NORMAL_MAX_MONTHS=24`), then command-line flags.
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Real identities only; secrets must be configured.
+    #[default]
+    Production,
+    /// Dev/test: synthetic identities accepted; a local key is generated.
+    Dev,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub mode: Mode,
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Where the SQLite file and other local state live.
+    pub data_dir: PathBuf,
+    pub security: SecurityConfig,
+    pub programme: ProgrammeRules,
+    pub limits: Limits,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Production,
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("data"),
+            security: SecurityConfig::default(),
+            programme: ProgrammeRules::default(),
+            limits: Limits::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Hex-encoded key (at least 32 bytes) for the keyed hash that national
+    /// ids are looked up by, and for signing page tokens. Required in
+    /// production; generated under `data_dir` in dev mode.
+    pub national_id_key: Option<Secret>,
+}
+
+/// Programme rules that law and policy change; kept out of code.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProgrammeRules {
+    /// Normal maximum programme length, before approved leave.
+    pub normal_max_months: u32,
+    /// Maximum length when the kommune has found special reasons.
+    pub extended_max_months: u32,
+    /// The main target group's age range at programme start; outside it is a
+    /// warning, not a rejection.
+    pub target_age_min: u32,
+    pub target_age_max: u32,
+}
+
+impl Default for ProgrammeRules {
+    fn default() -> Self {
+        Self { normal_max_months: 24, extended_max_months: 36, target_age_min: 18, target_age_max: 55 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub default_page_size: u32,
+    pub max_page_size: u32,
+    /// Largest accepted request message, in bytes.
+    pub max_message_bytes: usize,
+    /// Upper bound on any request's run time, in seconds; a shorter client
+    /// deadline (`grpc-timeout`) wins.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { default_page_size: 50, max_page_size: 500, max_message_bytes: 1024 * 1024, request_timeout_secs: 30 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `tracing` env-filter directives; `HURTIGSPOR_LOG` overrides.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Json, filter: "info".to_owned() }
+    }
+}
+
+/// A secret string: never printed by `Debug`.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Values given on the command line; they win over file and environment.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+}
+
+impl Config {
+    /// Loads defaults < `file` (if given) < `HURTIGSPOR__*` < `overrides`.
+    /// Errors name the offending key and where its value came from.
+    pub fn load(file: Option<&Path>, base: Config, overrides: Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(base));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist; pass an existing file with --config",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("HURTIGSPOR__").split("__")).merge(Serialized::defaults(overrides));
+        figment
+            .extract()
+            .map_err(|e| ConfigError(e.into_iter().map(|err| describe(&err)).collect::<Vec<_>>().join("; ")))
+    }
+
+    /// The base for `hurtigspor dev`: dev mode, text logs, a local data dir.
+    pub fn dev_defaults() -> Self {
+        Self {
+            mode: Mode::Dev,
+            data_dir: PathBuf::from(".hurtigspor-dev"),
+            log: LogConfig { format: LogFormat::Text, filter: "info".to_owned() },
+            ..Self::default()
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("hurtigspor.db")
+    }
+
+    /// Checks rules that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.programme;
+        if p.normal_max_months == 0 || p.extended_max_months < p.normal_max_months {
+            return Err(ConfigError(
+                "key `programme.extended_max_months` must be at least `programme.normal_max_months`, which must be above 0".into(),
+            ));
+        }
+        if p.target_age_min > p.target_age_max {
+            return Err(ConfigError(
+                "key `programme.target_age_min` must not exceed `programme.target_age_max`".into(),
+            ));
+        }
+        let l = &self.limits;
+        if l.default_page_size == 0 || l.max_page_size < l.default_page_size {
+            return Err(ConfigError(
+                "key `limits.max_page_size` must be at least `limits.default_page_size`, which must be above 0".into(),
+            ));
+        }
+        if self.mode == Mode::Production && self.security.national_id_key.is_none() {
+            return Err(ConfigError(
+                "key `security.national_id_key` is required in production: set it in the config file or as HURTIGSPOR__SECURITY__NATIONAL_ID_KEY (64 hex characters, e.g. from `openssl rand -hex 32`)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// "key `a.b`: what is wrong (from where)", naming the environment variable
+/// when the value came from one.
+fn describe(err: &figment::Error) -> String {
+    let path: Vec<String> = err.path.iter().map(|p| p.to_ascii_lowercase()).collect();
+    let key = path.join(".");
+    let source = match &err.metadata {
+        Some(md) if md.name.contains("environment") => {
+            format!(" (from environment variable HURTIGSPOR__{})", path.join("__").to_ascii_uppercase())
+        }
+        Some(md) => match &md.source {
+            Some(src) => format!(" (from {src})"),
+            None => format!(" (from {})", md.name),
+        },
+        None => String::new(),
+    };
+    if key.is_empty() { format!("{}{source}", err.kind) } else { format!("key `{key}`: {}{source}", err.kind) }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn file_then_env_then_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "h.toml",
+                "listen = \"127.0.0.1:6000\"\n[programme]\nnormal_max_months = 30\nextended_max_months = 40\n",
+            )?;
+            jail.set_env("HURTIGSPOR__PROGRAMME__EXTENDED_MAX_MONTHS", "48");
+            let c = Config::load(Some(Path::new("h.toml")), Config::default(), Overrides::default()).unwrap();
+            assert_eq!(c.listen.port(), 6000);
+            assert_eq!(c.programme.normal_max_months, 30);
+            assert_eq!(c.programme.extended_max_months, 48);
+            let c = Config::load(
+                Some(Path::new("h.toml")),
+                Config::default(),
+                Overrides { listen: Some("127.0.0.1:7000".parse().unwrap()), ..Default::default() },
+            )
+            .unwrap();
+            assert_eq!(c.listen.port(), 7000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key_and_its_source() {
+        Jail::expect_with(|jail| {
+            jail.set_env("HURTIGSPOR__PROGRAMME__NORMAL_MAX_MONTHS", "two years");
+            let err = Config::load(None, Config::default(), Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("programme.normal_max_months"), "{err}");
+            assert!(err.contains("HURTIGSPOR__PROGRAMME__NORMAL_MAX_MONTHS"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.create_file("h.toml", "[programme]\nnormal_max_month = 30\n")?;
+            let err = Config::load(Some(Path::new("h.toml")), Config::default(), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("normal_max_month"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn production_requires_a_key() {
+        let err = Config::default().validate().unwrap_err().to_string();
+        assert!(err.contains("security.national_id_key"), "{err}");
+        assert!(Config::dev_defaults().validate().is_ok());
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err =
+            Config::load(Some(Path::new("/nonexistent/h.toml")), Config::default(), Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("abc123");
+        assert!(!format!("{s:?}").contains("abc123"));
+    }
+}

@@ -1,0 +1,14 @@
+//! The hurtigspor gateway: one canonical participant record per person in
+//! the introduction programme, served over gRPC and stored durably.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod keys;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+
+pub use startup::Gateway;

@@ -1,0 +1,530 @@
+//! The embedded store: SQLite in WAL mode with `synchronous=FULL`.
+//!
+//! Writes go through one writer thread that drains a queue of pending writes
+//! into a single transaction (group commit): each write runs in its own
+//! savepoint, so one refused write rolls back alone, and every caller is
+//! answered only after the shared commit. Reads use a small pool of separate
+//! connections, which WAL lets run beside the writer.
+
+use super::{
+    ChangeRecord, Committed, IdempotencyKey, ListPage, ListQuery, Mutation, NewParticipant, Origin, Store, etag_for,
+    resource_name,
+};
+use crate::error::Error;
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use hurtigspor_proto::v1::Participant;
+use prost::Message;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+};
+use tokio::sync::{mpsc, oneshot};
+
+/// Versioned migrations, applied in order and recorded in `schema_migrations`.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql"))];
+
+/// Most writes committed together.
+const MAX_BATCH: usize = 256;
+/// Pending writes the queue holds before callers wait.
+const QUEUE_DEPTH: usize = 4096;
+/// Idle read connections kept open.
+const MAX_IDLE_READERS: usize = 8;
+
+enum Job {
+    Create(NewParticipant, oneshot::Sender<Result<Committed, Error>>),
+    Mutate(Mutation, oneshot::Sender<Result<Committed, Error>>),
+}
+
+pub struct SqliteStore {
+    path: PathBuf,
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+/// What `migrate` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub applied: Vec<i64>,
+    pub current: i64,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies pending
+    /// migrations and starts the writer.
+    pub fn open(path: &Path) -> Result<(Self, MigrationReport), Error> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Unavailable(format!("cannot create data directory {}: {e}", dir.display())))?;
+        }
+        let mut conn = open_connection(path, false)?;
+        let report = migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let writer = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| Error::Internal(format!("cannot start writer thread: {e}")))?;
+        Ok((
+            Self {
+                path: path.to_owned(),
+                queue: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+                readers: Arc::new(Mutex::new(Vec::new())),
+            },
+            report,
+        ))
+    }
+
+    async fn submit(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<Committed, Error>>) -> Job,
+    ) -> Result<Committed, Error> {
+        let queue = self.queue.lock().expect("queue lock").clone();
+        let Some(queue) = queue else {
+            return Err(Error::Unavailable("the store is shutting down".into()));
+        };
+        let (tx, rx) = oneshot::channel();
+        queue.send(make(tx)).await.map_err(|_| Error::Unavailable("the writer has stopped".into()))?;
+        rx.await.map_err(|_| Error::Internal("the writer dropped a write without answering".into()))?
+    }
+
+    /// Runs `f` on a pooled read connection on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let pool = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.lock().expect("reader pool lock").pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_connection(&path, true)?,
+            };
+            let result = f(&conn);
+            let mut idle = pool.lock().expect("reader pool lock");
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("read task failed: {e}")))?
+    }
+}
+
+fn open_connection(path: &Path, read_only: bool) -> Result<Connection, Error> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        Error::Unavailable(format!(
+            "cannot open database {}: {e}; check that the data directory is writable",
+            path.display()
+        ))
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    if !read_only {
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Unavailable(format!("database refused WAL mode (got {mode})")));
+        }
+    }
+    // FULL: a commit is on disk before the caller is answered.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<MigrationReport, Error> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_time TEXT NOT NULL)",
+    )?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut applied = Vec::new();
+    let known: Vec<(i64, String)> = {
+        let mut stmt = tx.prepare("SELECT version, checksum FROM schema_migrations ORDER BY version")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+    };
+    if let Some((v, _)) = known.iter().find(|(v, _)| !MIGRATIONS.iter().any(|(m, _, _)| m == v)) {
+        return Err(Error::Unavailable(format!(
+            "the database has schema version {v}, which this gateway does not know; run a newer gateway"
+        )));
+    }
+    for (version, name, sql) in MIGRATIONS {
+        let checksum = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(sql.as_bytes()));
+        match known.iter().find(|(v, _)| v == version) {
+            Some((_, stored)) if *stored == checksum => continue,
+            Some(_) => {
+                return Err(Error::Unavailable(format!(
+                    "migration {version} ({name}) differs from the one applied to this database; restore the original migration file"
+                )));
+            }
+            None => {
+                tx.execute_batch(sql)?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum, applied_time) VALUES (?1, ?2, ?3, ?4)",
+                    params![version, name, checksum, now_text(Utc::now())],
+                )?;
+                applied.push(*version);
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(MigrationReport { applied, current: MIGRATIONS.last().map_or(0, |m| m.0) })
+}
+
+/// The writer: takes one job, then whatever else is already queued (up to
+/// `MAX_BATCH`), applies them in one transaction and answers after commit.
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut conn, &mut batch);
+    }
+    tracing::debug!("sqlite writer stopped");
+}
+
+fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
+    let mut answers: Vec<(oneshot::Sender<Result<Committed, Error>>, Result<Committed, Error>)> =
+        Vec::with_capacity(batch.len());
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let err = Error::from(e);
+            for job in batch.drain(..) {
+                let reply = match job {
+                    Job::Create(_, r) | Job::Mutate(_, r) => r,
+                };
+                let _ = reply.send(Err(clone_error(&err)));
+            }
+            return;
+        }
+    };
+    let now = Utc::now();
+    let mut tx = tx;
+    for job in batch.drain(..) {
+        let (reply, result) = match job {
+            Job::Create(new, reply) => (reply, in_savepoint(&mut tx, |sp| apply_create(sp, new, now))),
+            Job::Mutate(m, reply) => (reply, in_savepoint(&mut tx, |sp| apply_mutation(sp, m, now))),
+        };
+        answers.push((reply, result));
+    }
+    match tx.commit() {
+        Ok(()) => {
+            for (reply, result) in answers {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            let err = Error::from(e);
+            tracing::error!(error = %err, "commit failed; no write of this batch was stored");
+            for (reply, result) in answers {
+                let _ = reply.send(result.and(Err(clone_error(&err))));
+            }
+        }
+    }
+}
+
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Unavailable(m) => Error::Unavailable(m.clone()),
+        other => Error::Unavailable(other.to_string()),
+    }
+}
+
+fn in_savepoint<T>(
+    tx: &mut rusqlite::Transaction<'_>,
+    f: impl FnOnce(&rusqlite::Savepoint<'_>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let sp = tx.savepoint()?;
+    let out = f(&sp)?;
+    sp.commit()?;
+    Ok(out)
+    // On error, dropping the savepoint rolls it back (the default).
+}
+
+fn now_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+/// Looks up a request id; returns the answer to replay, if any.
+fn replay(conn: &Connection, key: &IdempotencyKey) -> Result<Option<Committed>, Error> {
+    let row: Option<(Vec<u8>, String, i64)> = conn
+        .query_row(
+            "SELECT fingerprint, participant_id, version FROM idempotency WHERE method = ?1 AND request_id = ?2",
+            params![key.method, key.request_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((fingerprint, participant_id, version)) = row else { return Ok(None) };
+    if fingerprint != key.fingerprint {
+        return Err(Error::RequestIdReused);
+    }
+    let (snapshot, national_id): (Vec<u8>, String) = conn.query_row(
+        "SELECT c.snapshot, p.national_id FROM change_log c JOIN participants p ON p.id = c.participant_id
+         WHERE c.participant_id = ?1 AND c.version = ?2",
+        params![participant_id, version],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let mut participant = decode(&snapshot)?;
+    participant.national_id = national_id;
+    Ok(Some(Committed { participant, version, replayed: true }))
+}
+
+fn remember(conn: &Connection, key: &IdempotencyKey, id: &str, version: i64, now: DateTime<Utc>) -> Result<(), Error> {
+    conn.execute(
+        "INSERT INTO idempotency (method, request_id, fingerprint, participant_id, version, create_time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![key.method, key.request_id, key.fingerprint.as_slice(), id, version, now_text(now)],
+    )?;
+    Ok(())
+}
+
+fn decode(bytes: &[u8]) -> Result<Participant, Error> {
+    Participant::decode(bytes).map_err(|e| Error::Internal(format!("stored record does not decode: {e}")))
+}
+
+/// Encodes a record for storage: without the national id.
+fn encode_record(p: &Participant) -> Vec<u8> {
+    let mut stored = p.clone();
+    stored.national_id.clear();
+    stored.warnings.clear();
+    stored.encode_to_vec()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn append_change(
+    conn: &Connection,
+    id: &str,
+    version: i64,
+    kind: &str,
+    origin: Origin,
+    actor: &str,
+    now: DateTime<Utc>,
+    encoded: &[u8],
+) -> Result<(), Error> {
+    conn.execute(
+        "INSERT INTO change_log (participant_id, version, kind, origin, actor, commit_time, snapshot)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![id, version, kind, origin.as_str(), actor, now_text(now), encoded],
+    )?;
+    Ok(())
+}
+
+fn apply_create(conn: &Connection, new: NewParticipant, now: DateTime<Utc>) -> Result<Committed, Error> {
+    if let Some(key) = &new.idempotency {
+        if let Some(done) = replay(conn, key)? {
+            return Ok(done);
+        }
+    }
+    let existing: Option<String> = conn
+        .query_row("SELECT id FROM participants WHERE national_id_hash = ?1", [&new.national_id_hash], |r| r.get(0))
+        .optional()?;
+    if let Some(existing) = existing {
+        return Err(Error::AlreadyExists { existing: resource_name(&existing) });
+    }
+    let version = 1;
+    let mut p = new.record;
+    p.name = resource_name(&new.id);
+    p.etag = etag_for(version);
+    p.create_time = Some(timestamp(now));
+    p.update_time = Some(timestamp(now));
+    let encoded = encode_record(&p);
+    let status = p.hurtigspor.as_ref().map_or(0, |h| h.status);
+    conn.execute(
+        "INSERT INTO participants (id, national_id_hash, national_id, kommunenummer, hurtigspor_status, version, record, create_time, update_time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+        params![new.id, new.national_id_hash, new.national_id, p.kommunenummer, status, version, encoded, now_text(now)],
+    )?;
+    append_change(conn, &new.id, version, "participant.created", new.origin, &new.actor, now, &encoded)?;
+    if let Some(key) = &new.idempotency {
+        remember(conn, key, &new.id, version, now)?;
+    }
+    p.national_id = new.national_id;
+    Ok(Committed { participant: p, version, replayed: false })
+}
+
+fn apply_mutation(conn: &Connection, m: Mutation, now: DateTime<Utc>) -> Result<Committed, Error> {
+    if let Some(key) = &m.idempotency {
+        if let Some(done) = replay(conn, key)? {
+            if done.participant.name != resource_name(&m.id) {
+                return Err(Error::RequestIdReused);
+            }
+            return Ok(done);
+        }
+    }
+    let row: Option<(i64, Vec<u8>, String)> = conn
+        .query_row("SELECT version, record, national_id FROM participants WHERE id = ?1", [&m.id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let Some((current, record, national_id)) = row else {
+        return Err(Error::not_found(resource_name(&m.id)));
+    };
+    if let Some(etag) = &m.expected_etag {
+        if *etag != etag_for(current) {
+            return Err(Error::StaleEtag { resource: resource_name(&m.id) });
+        }
+    }
+    let mut p = decode(&record)?;
+    p.national_id = national_id;
+    let before = p.clone();
+    (m.apply)(&mut p)?;
+    // Fields only the store sets cannot be changed by a mutator.
+    p.name = before.name.clone();
+    p.national_id = before.national_id.clone();
+    p.create_time = before.create_time;
+    let version = current + 1;
+    p.etag = etag_for(version);
+    p.update_time = Some(timestamp(now));
+    let encoded = encode_record(&p);
+    let status = p.hurtigspor.as_ref().map_or(0, |h| h.status);
+    conn.execute(
+        "UPDATE participants SET kommunenummer = ?2, hurtigspor_status = ?3, version = ?4, record = ?5, update_time = ?6
+         WHERE id = ?1",
+        params![m.id, p.kommunenummer, status, version, encoded, now_text(now)],
+    )?;
+    append_change(conn, &m.id, version, m.kind.0, m.origin, &m.actor, now, &encoded)?;
+    if let Some(key) = &m.idempotency {
+        remember(conn, key, &m.id, version, now)?;
+    }
+    Ok(Committed { participant: p, version, replayed: false })
+}
+
+fn row_participant(record: Vec<u8>, national_id: String) -> Result<Participant, Error> {
+    let mut p = decode(&record)?;
+    p.national_id = national_id;
+    Ok(p)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create(&self, new: NewParticipant) -> Result<Committed, Error> {
+        self.submit(|reply| Job::Create(new, reply)).await
+    }
+
+    async fn mutate(&self, mutation: Mutation) -> Result<Committed, Error> {
+        self.submit(|reply| Job::Mutate(mutation, reply)).await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Participant>, Error> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            let row: Option<(Vec<u8>, String)> = c
+                .query_row("SELECT record, national_id FROM participants WHERE id = ?1", [&id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            row.map(|(r, n)| row_participant(r, n)).transpose()
+        })
+        .await
+    }
+
+    async fn get_by_national_id_hash(&self, hash: &[u8]) -> Result<Option<Participant>, Error> {
+        let hash = hash.to_vec();
+        self.read(move |c| {
+            let row: Option<(Vec<u8>, String)> = c
+                .query_row("SELECT record, national_id FROM participants WHERE national_id_hash = ?1", [&hash], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            row.map(|(r, n)| row_participant(r, n)).transpose()
+        })
+        .await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<ListPage, Error> {
+        self.read(move |c| {
+            let limit = i64::try_from(query.limit).unwrap_or(i64::MAX - 1) + 1;
+            let after = query.after.unwrap_or(0);
+            let mut sql =
+                String::from("SELECT position, record, national_id FROM participants WHERE position > :after");
+            let mut args: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":after", &after), (":limit", &limit)];
+            if let Some(k) = &query.kommunenummer {
+                sql.push_str(" AND kommunenummer = :kommune");
+                args.push((":kommune", k));
+            }
+            if let Some(s) = &query.hurtigspor_status {
+                sql.push_str(" AND hurtigspor_status = :status");
+                args.push((":status", s));
+            }
+            sql.push_str(" ORDER BY position LIMIT :limit");
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut rows = stmt.query(args.as_slice())?;
+            let mut participants = Vec::new();
+            let mut last_position = None;
+            let mut more = false;
+            while let Some(row) = rows.next()? {
+                if participants.len() == query.limit {
+                    more = true;
+                    break;
+                }
+                last_position = Some(row.get::<_, i64>(0)?);
+                participants.push(row_participant(row.get(1)?, row.get(2)?)?);
+            }
+            Ok(ListPage { participants, last_position, more })
+        })
+        .await
+    }
+
+    async fn changes(&self, after: i64, limit: usize) -> Result<Vec<ChangeRecord>, Error> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT sequence, participant_id, version, kind, origin, actor, snapshot FROM change_log
+                 WHERE sequence > ?1 ORDER BY sequence LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, Vec<u8>>(6)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (sequence, participant_id, version, kind, origin, actor, snapshot) = row?;
+                out.push(ChangeRecord {
+                    sequence,
+                    participant_id,
+                    version,
+                    kind,
+                    origin,
+                    actor,
+                    snapshot: decode(&snapshot)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        // Dropping the sender lets the writer finish what is queued and stop.
+        drop(self.queue.lock().expect("queue lock").take());
+        let handle = self.writer.lock().expect("writer lock").take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        self.readers.lock().expect("reader pool lock").clear();
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.take();
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Compiles the hurtigspor.v1 contract with protox (pure Rust, no `protoc`)
+//! and generates prost messages plus tonic clients and servers from it.
+
+use std::{env, fs, path::PathBuf};
+
+const PROTOS: &[&str] = &["hurtigspor/v1/participant.proto", "hurtigspor/v1/participant_service.proto"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    for dir in ["hurtigspor", "google"] {
+        println!("cargo:rerun-if-changed={dir}");
+    }
+    let fds = protox::compile(PROTOS, ["."])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(out.join("hurtigspor_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+    Ok(())
+}
