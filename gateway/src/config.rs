@@ -237,6 +237,7 @@ fn describe(err: &figment::Error) -> String {
 pub struct ConfigError(pub String);
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature
 mod tests {
     use super::*;
     use figment::Jail;

@@ -170,10 +170,12 @@ impl From<Error> for Status {
                 details.set_bad_request(fvs);
             }
             Error::RequestIdReused => {
-                details.add_bad_request_violation(
-                    "request_id",
-                    "was already used for a different request; use a new request_id",
-                );
+                details.set_bad_request(vec![FieldViolation {
+                    field: "request_id".to_owned(),
+                    description: "was already used for a different request; use a new request_id".to_owned(),
+                    reason: "REQUEST_ID_REUSED".to_owned(),
+                    localized_message: None,
+                }]);
             }
             Error::NotFound { resource } => {
                 details.set_resource_info("hurtigspor.v1.Participant", resource.clone(), "", "not found");

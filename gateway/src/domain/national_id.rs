@@ -163,7 +163,7 @@ fn check_digits(d: &[u32]) -> Result<bool, NationalIdError> {
     // Second check digit: unchanged rule; weighted sum over digits 1-10 plus
     // the check digit must be 0 mod 11.
     let sum2: u32 = WEIGHTS_2.iter().zip(d).map(|(w, x)| w * x).sum::<u32>() + d[10];
-    if sum2 % 11 != 0 {
+    if !sum2.is_multiple_of(11) {
         return Err(NationalIdError::Checksum);
     }
     Ok(rest1 == 0)

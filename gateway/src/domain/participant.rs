@@ -56,7 +56,8 @@ fn text(value: &str, field: &str, required: bool, max: usize, v: &mut Violations
 }
 
 fn country_code(value: &str, field: &str, v: &mut Violations) {
-    if !value.is_empty() && !(value.len() == 2 && value.bytes().all(|b| b.is_ascii_uppercase())) {
+    let valid = value.is_empty() || (value.len() == 2 && value.bytes().all(|b| b.is_ascii_uppercase()));
+    if !valid {
         v.add(field, "INVALID_COUNTRY_CODE", "must be an ISO 3166-1 alpha-2 code in capitals, e.g. SY or UA");
     }
 }
@@ -188,10 +189,10 @@ pub fn validate_record(p: &Participant, prefix: &str, rules: &ProgrammeRules, to
         };
         v.add(kommune_field, reason, e.to_string());
     }
-    if !p.nav_office.is_empty() {
-        if let Err(e) = NavOffice::parse(&p.nav_office) {
-            v.add(format!("{prefix}.nav_office"), "INVALID_FORMAT", e.to_string());
-        }
+    if !p.nav_office.is_empty()
+        && let Err(e) = NavOffice::parse(&p.nav_office)
+    {
+        v.add(format!("{prefix}.nav_office"), "INVALID_FORMAT", e.to_string());
     }
     if let Some(programme) = &p.programme {
         validate_programme(programme, &format!("{prefix}.programme"), rules, v);
@@ -298,9 +299,8 @@ fn validate_competence(c: &CompetenceMapping, prefix: &str, today: NaiveDate, v:
     for (i, w) in c.work_experiences.iter().enumerate() {
         let f = format!("{prefix}.work_experiences[{i}]");
         text(&w.occupation, &format!("{f}.occupation"), true, MAX_NAME_CHARS, v);
-        if !w.styrk08_code.is_empty()
-            && !(w.styrk08_code.len() == 4 && w.styrk08_code.bytes().all(|b| b.is_ascii_digit()))
-        {
+        let styrk = &w.styrk08_code;
+        if !(styrk.is_empty() || (styrk.len() == 4 && styrk.bytes().all(|b| b.is_ascii_digit()))) {
             v.add(format!("{f}.styrk08_code"), "INVALID_FORMAT", "must be a 4-digit STYRK-08 code, e.g. 2221");
         }
         if !(0.0..=60.0).contains(&w.years) {
@@ -321,10 +321,10 @@ fn validate_plan(plan: &IndividualPlan, prefix: &str, v: &mut Violations) {
         text(&g.measure, &format!("{f}.measure"), true, MAX_TEXT_CHARS, v);
         let s = dates::optional(g.start_date.as_ref(), &format!("{f}.start_date"), v);
         let e = dates::optional(g.end_date.as_ref(), &format!("{f}.end_date"), v);
-        if let (Some(s), Some(e)) = (s, e) {
-            if e < s {
-                v.add(format!("{f}.end_date"), "END_BEFORE_START", "must not be before start_date");
-            }
+        if let (Some(s), Some(e)) = (s, e)
+            && e < s
+        {
+            v.add(format!("{f}.end_date"), "END_BEFORE_START", "must not be before start_date");
         }
         enum_value::<ResponsibleParty>(g.responsible, &format!("{f}.responsible"), true, v);
     }
@@ -559,7 +559,7 @@ pub fn transition(p: &mut Participant, t: &TransitionInput, now: prost_types::Ti
             ),
         ));
     }
-    if t.to == HurtigsporStatus::Candidate && !p.competence.as_ref().is_some_and(|c| c.mapped_date.is_some()) {
+    if t.to == HurtigsporStatus::Candidate && p.competence.as_ref().is_none_or(|c| c.mapped_date.is_none()) {
         return Err(Error::precondition(
             "COMPETENCE_MAPPING_MISSING",
             "competence.mapped_date",
@@ -692,10 +692,10 @@ pub fn new_measure(input: &Measure, today: NaiveDate) -> Result<Measure, Error> 
     percent(input.position_percent, "measure.position_percent", &mut v);
     let start = dates::required(input.start_date.as_ref(), "measure.start_date", &mut v);
     let end = dates::optional(input.end_date.as_ref(), "measure.end_date", &mut v);
-    if let (Some(s), Some(e)) = (start, end) {
-        if e < s {
-            v.add("measure.end_date", "END_BEFORE_START", "must not be before measure.start_date");
-        }
+    if let (Some(s), Some(e)) = (start, end)
+        && e < s
+    {
+        v.add("measure.end_date", "END_BEFORE_START", "must not be before measure.start_date");
     }
     v.check()?;
     let start = start.expect("checked");
@@ -838,15 +838,15 @@ pub fn replace_plan(p: &mut Participant, plan: Option<&IndividualPlan>) -> Resul
 /// Fills in what is derived on every response: today's programme status and
 /// the warnings.
 pub fn present(p: &mut Participant, rules: &ProgrammeRules, today: NaiveDate) {
-    if let Some(pr) = p.programme.as_mut() {
-        if pr.end_date.is_none() {
-            let on_leave = pr.leave_periods.iter().any(|l| {
-                let s = l.start_date.as_ref().and_then(dates::from_proto);
-                let e = l.end_date.as_ref().and_then(dates::from_proto);
-                matches!((s, e), (Some(s), Some(e)) if s <= today && today <= e)
-            });
-            pr.status = if on_leave { ProgrammeStatus::OnLeave } else { ProgrammeStatus::Active } as i32;
-        }
+    if let Some(pr) = p.programme.as_mut()
+        && pr.end_date.is_none()
+    {
+        let on_leave = pr.leave_periods.iter().any(|l| {
+            let s = l.start_date.as_ref().and_then(dates::from_proto);
+            let e = l.end_date.as_ref().and_then(dates::from_proto);
+            matches!((s, e), (Some(s), Some(e)) if s <= today && today <= e)
+        });
+        pr.status = if on_leave { ProgrammeStatus::OnLeave } else { ProgrammeStatus::Active } as i32;
     }
     p.warnings = warnings(p, rules);
 }

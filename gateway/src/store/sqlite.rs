@@ -33,9 +33,11 @@ const QUEUE_DEPTH: usize = 4096;
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 8;
 
+type Reply = oneshot::Sender<Result<Committed, Error>>;
+
 enum Job {
-    Create(NewParticipant, oneshot::Sender<Result<Committed, Error>>),
-    Mutate(Mutation, oneshot::Sender<Result<Committed, Error>>),
+    Create(Box<NewParticipant>, Reply),
+    Mutate(Box<Mutation>, Reply),
 }
 
 pub struct SqliteStore {
@@ -197,8 +199,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
 }
 
 fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
-    let mut answers: Vec<(oneshot::Sender<Result<Committed, Error>>, Result<Committed, Error>)> =
-        Vec::with_capacity(batch.len());
+    let mut answers: Vec<(Reply, Result<Committed, Error>)> = Vec::with_capacity(batch.len());
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -216,8 +217,8 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
     let mut tx = tx;
     for job in batch.drain(..) {
         let (reply, result) = match job {
-            Job::Create(new, reply) => (reply, in_savepoint(&mut tx, |sp| apply_create(sp, new, now))),
-            Job::Mutate(m, reply) => (reply, in_savepoint(&mut tx, |sp| apply_mutation(sp, m, now))),
+            Job::Create(new, reply) => (reply, in_savepoint(&mut tx, |sp| apply_create(sp, *new, now))),
+            Job::Mutate(m, reply) => (reply, in_savepoint(&mut tx, |sp| apply_mutation(sp, *m, now))),
         };
         answers.push((reply, result));
     }
@@ -328,10 +329,10 @@ fn append_change(
 }
 
 fn apply_create(conn: &Connection, new: NewParticipant, now: DateTime<Utc>) -> Result<Committed, Error> {
-    if let Some(key) = &new.idempotency {
-        if let Some(done) = replay(conn, key)? {
-            return Ok(done);
-        }
+    if let Some(key) = &new.idempotency
+        && let Some(done) = replay(conn, key)?
+    {
+        return Ok(done);
     }
     let existing: Option<String> = conn
         .query_row("SELECT id FROM participants WHERE national_id_hash = ?1", [&new.national_id_hash], |r| r.get(0))
@@ -361,13 +362,13 @@ fn apply_create(conn: &Connection, new: NewParticipant, now: DateTime<Utc>) -> R
 }
 
 fn apply_mutation(conn: &Connection, m: Mutation, now: DateTime<Utc>) -> Result<Committed, Error> {
-    if let Some(key) = &m.idempotency {
-        if let Some(done) = replay(conn, key)? {
-            if done.participant.name != resource_name(&m.id) {
-                return Err(Error::RequestIdReused);
-            }
-            return Ok(done);
+    if let Some(key) = &m.idempotency
+        && let Some(done) = replay(conn, key)?
+    {
+        if done.participant.name != resource_name(&m.id) {
+            return Err(Error::RequestIdReused);
         }
+        return Ok(done);
     }
     let row: Option<(i64, Vec<u8>, String)> = conn
         .query_row("SELECT version, record, national_id FROM participants WHERE id = ?1", [&m.id], |r| {
@@ -377,10 +378,10 @@ fn apply_mutation(conn: &Connection, m: Mutation, now: DateTime<Utc>) -> Result<
     let Some((current, record, national_id)) = row else {
         return Err(Error::not_found(resource_name(&m.id)));
     };
-    if let Some(etag) = &m.expected_etag {
-        if *etag != etag_for(current) {
-            return Err(Error::StaleEtag { resource: resource_name(&m.id) });
-        }
+    if let Some(etag) = &m.expected_etag
+        && *etag != etag_for(current)
+    {
+        return Err(Error::StaleEtag { resource: resource_name(&m.id) });
     }
     let mut p = decode(&record)?;
     p.national_id = national_id;
@@ -416,11 +417,11 @@ fn row_participant(record: Vec<u8>, national_id: String) -> Result<Participant, 
 #[async_trait]
 impl Store for SqliteStore {
     async fn create(&self, new: NewParticipant) -> Result<Committed, Error> {
-        self.submit(|reply| Job::Create(new, reply)).await
+        self.submit(|reply| Job::Create(Box::new(new), reply)).await
     }
 
     async fn mutate(&self, mutation: Mutation) -> Result<Committed, Error> {
-        self.submit(|reply| Job::Mutate(mutation, reply)).await
+        self.submit(|reply| Job::Mutate(Box::new(mutation), reply)).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<Participant>, Error> {

@@ -1,0 +1,225 @@
+//! `spawn_app()`: a real gateway on port 0 with a fresh SQLite file, plus
+//! helpers that build requests and inspect errors.
+
+use chrono::{Datelike, Utc};
+use hurtigspor_gateway::{
+    Gateway,
+    api::participants::Clock,
+    config::{Config, Mode, Secret},
+    domain::national_id::testing::synthetic_fnr,
+};
+use hurtigspor_proto::{
+    google::r#type::Date,
+    v1::{CreateParticipantRequest, Participant, Programme, participant_service_client::ParticipantServiceClient},
+};
+use std::{
+    collections::BTreeSet,
+    io::Write,
+    net::SocketAddr,
+    path::Path,
+    sync::{
+        Mutex, OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+};
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Code, Status, transport::Channel};
+use tonic_types::StatusExt;
+
+pub type Client = ParticipantServiceClient<Channel>;
+
+/// Everything every test logged, at TRACE level, for the personal-data scan.
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// Every national id and name the tests used.
+static PERSONAL_DATA: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+struct CaptureWriter;
+
+impl Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        if std::env::var_os("TEST_LOG").is_some() {
+            std::io::stdout().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs one TRACE-level subscriber for the whole test binary that keeps
+/// every line (and prints them when `TEST_LOG` is set).
+fn capture_logs() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(|| CaptureWriter)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+    });
+}
+
+/// A copy of everything logged so far.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
+/// Every national id and name handed out by the helpers so far.
+pub fn personal_data_used() -> Vec<String> {
+    PERSONAL_DATA.lock().unwrap().iter().cloned().collect()
+}
+
+fn remember(s: &str) {
+    PERSONAL_DATA.lock().unwrap().insert(s.to_owned());
+}
+
+/// A fresh synthetic (Tenor, month + 80) national id of someone aged 20-49.
+pub fn fresh_national_id() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let year = Utc::now().year() - 20 - (n / (28 * 12) % 30) as i32;
+    let id = synthetic_fnr(year, 1 + (n / 28) % 12, 1 + n % 28, n);
+    remember(&id);
+    id
+}
+
+/// A synthetic id for someone born on the given date.
+pub fn national_id_born(year: i32, month: u32, day: u32) -> String {
+    let id = synthetic_fnr(year, month, day, 0);
+    remember(&id);
+    id
+}
+
+/// A distinctive family name to search the logs for.
+pub fn fresh_family_name() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("Qzvarnes{n:04}");
+    remember(&name);
+    name
+}
+
+pub fn date(year: i32, month: i32, day: i32) -> Option<Date> {
+    Some(Date { year, month, day })
+}
+
+/// The smallest valid participant: the five required fields.
+pub fn minimal_participant() -> Participant {
+    Participant {
+        national_id: fresh_national_id(),
+        given_name: "Amina".to_owned(),
+        family_name: fresh_family_name(),
+        kommunenummer: "0301".to_owned(),
+        programme: Some(Programme { start_date: date(2026, 1, 5), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+pub fn create_request(p: Participant) -> CreateParticipantRequest {
+    CreateParticipantRequest { participant: Some(p), request_id: String::new() }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: Client,
+    pub dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn dev_config(data_dir: &Path) -> Config {
+    let mut config = Config::dev_defaults();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = data_dir.to_owned();
+    config
+}
+
+pub fn production_config(data_dir: &Path) -> Config {
+    let mut config = dev_config(data_dir);
+    config.mode = Mode::Production;
+    config.security.national_id_key = Some(Secret::new("5e".repeat(32)));
+    config
+}
+
+/// A dev-mode gateway on port 0 with a fresh database.
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dev_config(dir.path());
+    spawn_with(dir, config).await
+}
+
+/// A gateway on `config`, owning `dir` (its data dir).
+pub async fn spawn_with(dir: TempDir, config: Config) -> TestApp {
+    capture_logs();
+    let gateway = Gateway::build(config, Clock::system()).await.expect("gateway builds");
+    let addr = gateway.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(gateway.run(async move {
+        let _ = rx.await;
+    }));
+    let client = connect(addr).await;
+    TestApp { addr, client, dir, shutdown: Some(tx), server: Some(server) }
+}
+
+pub async fn connect(addr: SocketAddr) -> Client {
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connects");
+    ParticipantServiceClient::new(channel)
+}
+
+impl TestApp {
+    /// Stops the gateway gracefully and hands back its data directory.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server ran cleanly");
+        }
+        self.dir
+    }
+
+    pub async fn create(&self, p: Participant) -> Participant {
+        self.client.clone().create_participant(create_request(p)).await.expect("create succeeds").into_inner()
+    }
+
+    pub async fn get(&self, name: &str) -> Participant {
+        self.client
+            .clone()
+            .get_participant(hurtigspor_proto::v1::GetParticipantRequest { name: name.to_owned() })
+            .await
+            .expect("get succeeds")
+            .into_inner()
+    }
+}
+
+/// Asserts the code and ErrorInfo reason, and returns the status.
+pub fn expect_error<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, reason: &str) -> Status {
+    let status = result.expect_err("the call must fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    let info = status.get_details_error_info().expect("every error carries ErrorInfo");
+    assert_eq!(info.reason, reason, "{status:?}");
+    assert_eq!(info.domain, "hurtigspor.gateway");
+    status
+}
+
+/// The (field, reason) pairs of a status's BadRequest details.
+pub fn violations(status: &Status) -> Vec<(String, String)> {
+    status
+        .get_details_bad_request()
+        .expect("INVALID_ARGUMENT carries BadRequest")
+        .field_violations
+        .into_iter()
+        .map(|v| (v.field, v.reason))
+        .collect()
+}
+
+/// Asserts that `status` has a violation of `field` with `reason`.
+pub fn assert_violation(status: &Status, field: &str, reason: &str) {
+    let v = violations(status);
+    assert!(v.iter().any(|(f, r)| f == field && r == reason), "expected {field}: {reason} in {v:?}");
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: each starts the real gateway on port 0 with a fresh
+//! SQLite file and talks gRPC to it over HTTP/2. One binary, many modules.
+//! Logs are captured at TRACE level (printed when `TEST_LOG` is set).
+
+mod errors;
+mod helpers;
+mod journey;
+mod listing;
+mod personal_data;
+mod platform;
+mod restart;
+mod updates;
