@@ -328,3 +328,113 @@ impl ParticipantService for ParticipantApi {
         self.mutate(&req.name, &req.etag, None, "plan.updated", move |p| rules::replace_plan(p, plan.as_ref())).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::ProgrammeRules,
+        domain::{national_id::IdMode, national_id::testing::synthetic_fnr},
+        store::{Committed, MockStore},
+    };
+    use hurtigspor_proto::{google::r#type::Date, v1::Programme};
+    use tonic::Code;
+    use tonic_types::StatusExt;
+
+    fn api(store: MockStore) -> ParticipantApi {
+        ParticipantApi::new(
+            Arc::new(store),
+            Rules { id_mode: IdMode::Test, programme: ProgrammeRules::default() },
+            Keys::from_master(&[3; 32]),
+            Limits::default(),
+            Clock::fixed("2026-11-23T12:00:00Z".parse().unwrap()),
+        )
+    }
+
+    fn valid_request() -> CreateParticipantRequest {
+        CreateParticipantRequest {
+            participant: Some(Participant {
+                national_id: synthetic_fnr(1990, 4, 12, 3),
+                given_name: "Amina".into(),
+                family_name: "Haddad".into(),
+                kommunenummer: "0301".into(),
+                programme: Some(Programme { start_date: Some(Date { year: 2026, month: 1, day: 5 }), ..Default::default() }),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_input_never_reaches_the_store() {
+        let mut store = MockStore::new();
+        store.expect_create().never();
+        store.expect_mutate().never();
+        let api = api(store);
+        let mut req = valid_request();
+        req.participant.as_mut().unwrap().kommunenummer = "0000".into();
+        let status = api.create_participant(Request::new(req)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let transition = TransitionHurtigsporRequest {
+            name: "participants/0123456789abcdef0123456789abcdef".into(),
+            status: 0,
+            ..Default::default()
+        };
+        assert_eq!(api.transition_hurtigspor(Request::new(transition)).await.unwrap_err().code(), Code::InvalidArgument);
+    }
+
+    #[tokio::test]
+    async fn the_store_gets_an_opaque_id_a_keyed_hash_and_no_number_in_the_record() {
+        let req = valid_request();
+        let number = req.participant.as_ref().unwrap().national_id.clone();
+        let expected_hash = {
+            let id = crate::domain::national_id::NationalId::parse(&number, IdMode::Test, chrono::NaiveDate::MAX).unwrap();
+            Keys::from_master(&[3; 32]).national_id_hash(&id)
+        };
+        let mut store = MockStore::new();
+        store
+            .expect_create()
+            .withf(move |n| {
+                n.id.len() == 32
+                    && !n.id.contains(&number[..6])
+                    && n.national_id_hash == expected_hash
+                    && n.record.national_id.is_empty()
+                    && n.idempotency.is_none()
+            })
+            .times(1)
+            .returning(|n| Ok(Committed { participant: n.record, version: 1, replayed: false }));
+        api(store).create_participant(Request::new(req)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_storage_outage_is_unavailable_with_retry_info() {
+        let mut store = MockStore::new();
+        store.expect_create().returning(|_| Err(Error::Unavailable("disk I/O error on /var/lib/x".into())));
+        let status = api(store).create_participant(Request::new(valid_request())).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.get_details_retry_info().is_some());
+        assert!(!status.message().contains("/var/lib"), "internals stay in the log");
+    }
+
+    #[tokio::test]
+    async fn request_ids_are_fingerprinted_per_method_and_body() {
+        let mut store = MockStore::new();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        store.expect_create().times(2).returning(move |n| {
+            s.lock().unwrap().push(n.idempotency.clone().unwrap());
+            Ok(Committed { participant: n.record, version: 1, replayed: false })
+        });
+        let api = api(store);
+        let mut a = valid_request();
+        a.request_id = "r1".into();
+        let mut b = a.clone();
+        b.participant.as_mut().unwrap().given_name = "Other".into();
+        api.create_participant(Request::new(a)).await.unwrap();
+        api.create_participant(Request::new(b)).await.unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].method, "CreateParticipant");
+        assert_eq!(seen[0].request_id, "r1");
+        assert_ne!(seen[0].fingerprint, seen[1].fingerprint, "another body, another fingerprint");
+    }
+}
