@@ -11,8 +11,7 @@ use anyhow::Context;
 use hurtigspor_proto::v1::participant_service_server::ParticipantServiceServer;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Server, server::TcpIncoming};
 
 pub struct Gateway {
     listener: TcpListener,
@@ -75,7 +74,12 @@ impl Gateway {
             .add_service(health)
             .add_service(reflection)
             .add_service(participants)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            // Without TCP_NODELAY every small response waits for the peer's
+            // delayed ACK (about 40 ms on Linux).
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(self.listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60))),
+                shutdown,
+            )
             .await;
         self.store.close().await;
         tracing::info!("gateway stopped");

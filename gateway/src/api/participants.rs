@@ -358,7 +358,10 @@ mod tests {
                 given_name: "Amina".into(),
                 family_name: "Haddad".into(),
                 kommunenummer: "0301".into(),
-                programme: Some(Programme { start_date: Some(Date { year: 2026, month: 1, day: 5 }), ..Default::default() }),
+                programme: Some(Programme {
+                    start_date: Some(Date { year: 2026, month: 1, day: 5 }),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             request_id: String::new(),
@@ -380,7 +383,10 @@ mod tests {
             status: 0,
             ..Default::default()
         };
-        assert_eq!(api.transition_hurtigspor(Request::new(transition)).await.unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(
+            api.transition_hurtigspor(Request::new(transition)).await.unwrap_err().code(),
+            Code::InvalidArgument
+        );
     }
 
     #[tokio::test]
@@ -388,7 +394,8 @@ mod tests {
         let req = valid_request();
         let number = req.participant.as_ref().unwrap().national_id.clone();
         let expected_hash = {
-            let id = crate::domain::national_id::NationalId::parse(&number, IdMode::Test, chrono::NaiveDate::MAX).unwrap();
+            let id =
+                crate::domain::national_id::NationalId::parse(&number, IdMode::Test, chrono::NaiveDate::MAX).unwrap();
             Keys::from_master(&[3; 32]).national_id_hash(&id)
         };
         let mut store = MockStore::new();

@@ -18,7 +18,10 @@ use prost::Message;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     thread::JoinHandle,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -42,9 +45,17 @@ enum Job {
 
 pub struct SqliteStore {
     path: PathBuf,
+    stats: Arc<WriteStats>,
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+/// Counters of the write path: how many writes shared how many commits.
+#[derive(Debug, Default)]
+pub struct WriteStats {
+    pub commits: AtomicU64,
+    pub writes: AtomicU64,
 }
 
 /// What `migrate` did.
@@ -65,19 +76,27 @@ impl SqliteStore {
         let mut conn = open_connection(path, false)?;
         let report = migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let stats = Arc::new(WriteStats::default());
+        let writer_stats = Arc::clone(&stats);
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, &writer_stats))
             .map_err(|e| Error::Internal(format!("cannot start writer thread: {e}")))?;
         Ok((
             Self {
                 path: path.to_owned(),
+                stats,
                 queue: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
                 readers: Arc::new(Mutex::new(Vec::new())),
             },
             report,
         ))
+    }
+
+    /// Writes and commits so far: writes / commits is the mean batch size.
+    pub fn write_stats(&self) -> (u64, u64) {
+        (self.stats.writes.load(Ordering::Relaxed), self.stats.commits.load(Ordering::Relaxed))
     }
 
     async fn submit(
@@ -183,7 +202,7 @@ fn migrate(conn: &mut Connection) -> Result<MigrationReport, Error> {
 
 /// The writer: takes one job, then whatever else is already queued (up to
 /// `MAX_BATCH`), applies them in one transaction and answers after commit.
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, stats: &WriteStats) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -193,6 +212,8 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.commits.fetch_add(1, Ordering::Relaxed);
         run_batch(&mut conn, &mut batch);
     }
     tracing::debug!("sqlite writer stopped");

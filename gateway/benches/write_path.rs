@@ -1,0 +1,157 @@
+//! The durable write path: how many acknowledged writes a second, one at a
+//! time (the baseline) and with many concurrent callers sharing commits.
+//!
+//! Run: `cargo bench -p hurtigspor-gateway --bench write_path`
+//! (optional: `-- <writes per run>`, default 4000). Figures are ratios against
+//! the sequential baseline measured in the same run.
+
+use hurtigspor_gateway::{
+    Gateway,
+    api::participants::Clock,
+    config::Config,
+    domain::national_id::testing::synthetic_fnr,
+    store::{NewParticipant, Origin, Store, sqlite::SqliteStore},
+};
+use hurtigspor_proto::{
+    google::r#type::Date,
+    v1::{CreateParticipantRequest, Participant, Programme, participant_service_client::ParticipantServiceClient},
+};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
+
+const CONCURRENCY: [usize; 4] = [1, 8, 64, 256];
+
+fn record(n: usize) -> Participant {
+    Participant {
+        given_name: format!("Bench{n}"),
+        family_name: "Benchmark".into(),
+        kommunenummer: "0301".into(),
+        programme: Some(Programme { start_date: Some(Date { year: 2026, month: 1, day: 5 }), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// Runs `total` writes with `concurrency` callers; returns writes per second.
+async fn drive<F, Fut>(total: usize, concurrency: usize, write: F) -> f64
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let write = Arc::new(write);
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (write, next) = (write.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total {
+                        break;
+                    }
+                    write(n).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("writer task");
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn store_level(total: usize) {
+    println!("store: SqliteStore::create, WAL + synchronous=FULL, {total} writes per run");
+    let mut baseline = None;
+    for concurrency in CONCURRENCY {
+        let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
+        let (store, _) = SqliteStore::open(&dir.path().join("bench.db")).unwrap();
+        let store = Arc::new(store);
+        let s = store.clone();
+        let rate = drive(total, concurrency, move |n| {
+            let s = s.clone();
+            async move {
+                let hash: [u8; 32] = rand::random();
+                s.create(NewParticipant {
+                    id: format!("{:032x}", rand::random::<u128>()),
+                    national_id: format!("{n:011}"),
+                    national_id_hash: hash.to_vec(),
+                    record: record(n),
+                    idempotency: None,
+                    origin: Origin::Api,
+                    actor: "bench".into(),
+                })
+                .await
+                .expect("create");
+            }
+        })
+        .await;
+        let (writes, commits) = store.write_stats();
+        store.close().await;
+        let base = *baseline.get_or_insert(rate);
+        println!(
+            "  concurrency {concurrency:>3}: {rate:>8.0} writes/s  {:>5.1}x baseline  {:>6.1} writes per commit",
+            rate / base,
+            writes as f64 / commits.max(1) as f64
+        );
+    }
+}
+
+async fn grpc_level(total: usize) {
+    println!("gRPC: CreateParticipant over HTTP/2 on loopback (validation, keyed hash, commit), {total} calls per run");
+    let mut baseline = None;
+    for concurrency in CONCURRENCY {
+        let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
+        let mut config = Config::dev_defaults();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.data_dir = dir.path().to_owned();
+        let gateway = Gateway::build(config, Clock::system()).await.unwrap();
+        let addr = gateway.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(gateway.run(async move {
+            let _ = stopped.await;
+        }));
+        let client = ParticipantServiceClient::connect(format!("http://{addr}")).await.unwrap();
+        let rate = drive(total, concurrency, move |n| {
+            let mut c = client.clone();
+            async move {
+                let mut p = record(n);
+                // Distinct synthetic people: vary the birth date and individual number.
+                p.national_id = synthetic_fnr(
+                    1960 + (n / 336 % 40) as i32,
+                    1 + (n / 28 % 12) as u32,
+                    1 + (n % 28) as u32,
+                    (n / 13440) as u32 * 37,
+                );
+                match c
+                    .create_participant(CreateParticipantRequest { participant: Some(p), request_id: String::new() })
+                    .await
+                {
+                    Ok(_) => {}
+                    // A rare repeat of a generated number; still a full round trip.
+                    Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+                    Err(s) => panic!("create failed: {s:?}"),
+                }
+            }
+        })
+        .await;
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+        let base = *baseline.get_or_insert(rate);
+        println!("  concurrency {concurrency:>3}: {rate:>8.0} calls/s  {:>5.1}x baseline", rate / base);
+    }
+}
+
+fn main() {
+    let total: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(4000);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        store_level(total).await;
+        grpc_level(total).await;
+    });
+}
