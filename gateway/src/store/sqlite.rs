@@ -212,69 +212,115 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, stats: &WriteS
                 Err(_) => break,
             }
         }
-        stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        stats.commits.fetch_add(1, Ordering::Relaxed);
-        run_batch(&mut conn, &mut batch);
+        let size = batch.len() as u64;
+        if run_batch(&mut conn, &mut batch) {
+            stats.writes.fetch_add(size, Ordering::Relaxed);
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+        }
     }
     tracing::debug!("sqlite writer stopped");
 }
 
-fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
-    let mut answers: Vec<(Reply, Result<Committed, Error>)> = Vec::with_capacity(batch.len());
-    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+/// Runs one batch in one transaction; returns whether it committed.
+fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>) -> bool {
+    let mut jobs = batch.drain(..);
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             let err = Error::from(e);
-            for job in batch.drain(..) {
-                let reply = match job {
-                    Job::Create(_, r) | Job::Mutate(_, r) => r,
-                };
-                let _ = reply.send(Err(clone_error(&err)));
+            for job in jobs {
+                let _ = job.into_reply().send(Err(unavailable(&err)));
             }
-            return;
+            return false;
         }
     };
     let now = Utc::now();
-    let mut tx = tx;
-    for job in batch.drain(..) {
-        let (reply, result) = match job {
+    let mut answers: Vec<(Reply, Result<Committed, Error>)> = Vec::with_capacity(jobs.len());
+    let mut broken = None;
+    for job in jobs.by_ref() {
+        let (reply, step) = match job {
             Job::Create(new, reply) => (reply, in_savepoint(&mut tx, |sp| apply_create(sp, *new, now))),
             Job::Mutate(m, reply) => (reply, in_savepoint(&mut tx, |sp| apply_mutation(sp, *m, now))),
         };
-        answers.push((reply, result));
+        match step {
+            Ok(result) => answers.push((reply, result)),
+            Err(e) => {
+                answers.push((reply, Err(unavailable(&e))));
+                broken = Some(e);
+                break;
+            }
+        }
+        // On some errors (disk full, I/O) SQLite rolls back the whole
+        // transaction by itself: nothing of this batch would be stored.
+        if tx.is_autocommit() {
+            broken = Some(Error::Unavailable("the database rolled back the transaction".into()));
+            break;
+        }
     }
-    match tx.commit() {
+    let outcome = match broken {
+        Some(e) => Err(e),
+        None => tx.commit().map_err(Error::from),
+    };
+    match outcome {
         Ok(()) => {
             for (reply, result) in answers {
                 let _ = reply.send(result);
             }
+            true
         }
-        Err(e) => {
-            let err = Error::from(e);
-            tracing::error!(error = %err, "commit failed; no write of this batch was stored");
+        Err(err) => {
+            // The transaction is gone (dropping it rolls back what is left):
+            // no write of this batch is stored, so none may be acknowledged.
+            tracing::error!(error = %err, "write batch failed; nothing of it was stored");
             for (reply, result) in answers {
-                let _ = reply.send(result.and(Err(clone_error(&err))));
+                let _ = reply.send(result.and(Err(unavailable(&err))));
             }
+            for job in jobs {
+                let _ = job.into_reply().send(Err(unavailable(&err)));
+            }
+            false
         }
     }
 }
 
-fn clone_error(e: &Error) -> Error {
+impl Job {
+    fn into_reply(self) -> Reply {
+        match self {
+            Job::Create(_, r) | Job::Mutate(_, r) => r,
+        }
+    }
+}
+
+fn unavailable(e: &Error) -> Error {
     match e {
         Error::Unavailable(m) => Error::Unavailable(m.clone()),
         other => Error::Unavailable(other.to_string()),
     }
 }
 
+/// Runs one write in its own savepoint. The inner result is the write's own
+/// outcome (an error rolls back this write only); the outer error means the
+/// transaction itself can no longer be trusted.
 fn in_savepoint<T>(
     tx: &mut rusqlite::Transaction<'_>,
     f: impl FnOnce(&rusqlite::Savepoint<'_>) -> Result<T, Error>,
-) -> Result<T, Error> {
-    let sp = tx.savepoint()?;
-    let out = f(&sp)?;
-    sp.commit()?;
-    Ok(out)
-    // On error, dropping the savepoint rolls it back (the default).
+) -> Result<Result<T, Error>, Error> {
+    let mut sp = tx.savepoint()?;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&sp))).unwrap_or_else(|_| {
+        Err(Error::Internal("a write panicked; it was rolled back and the writer carries on".into()))
+    });
+    match result {
+        Ok(value) => {
+            sp.commit()?;
+            Ok(Ok(value))
+        }
+        Err(e) => {
+            // ROLLBACK TO, then RELEASE: the savepoint's changes are undone.
+            sp.rollback()?;
+            sp.commit()?;
+            Ok(Err(e))
+        }
+    }
 }
 
 fn now_text(t: DateTime<Utc>) -> String {
@@ -548,5 +594,198 @@ impl Drop for SqliteStore {
         if let Ok(mut q) = self.queue.lock() {
             q.take();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ChangeKind;
+
+    fn new_participant(id: &str, hash: u8) -> NewParticipant {
+        NewParticipant {
+            id: id.to_owned(),
+            national_id: format!("{hash:011}"),
+            national_id_hash: vec![hash; 32],
+            record: Participant { given_name: "A".into(), kommunenummer: "0301".into(), ..Default::default() },
+            idempotency: None,
+            origin: Origin::Api,
+            actor: "test".into(),
+        }
+    }
+
+    fn mutation(id: &str, apply: impl FnOnce(&mut Participant) -> Result<(), Error> + Send + 'static) -> Mutation {
+        Mutation {
+            id: id.to_owned(),
+            expected_etag: None,
+            idempotency: None,
+            kind: ChangeKind("test.changed"),
+            origin: Origin::Api,
+            actor: "test".into(),
+            apply: Box::new(apply),
+        }
+    }
+
+    /// Runs `jobs` as one batch on `conn` and returns each caller's answer.
+    fn batch(conn: &mut Connection, jobs: Vec<Box<dyn FnOnce(Reply) -> Job>>) -> Vec<Result<Committed, Error>> {
+        let mut receivers = Vec::new();
+        let mut batch = Vec::new();
+        for make in jobs {
+            let (tx, rx) = oneshot::channel();
+            batch.push(make(tx));
+            receivers.push(rx);
+        }
+        run_batch(conn, &mut batch);
+        receivers.into_iter().map(|mut rx| rx.try_recv().expect("every job is answered")).collect()
+    }
+
+    fn fresh() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("t.db"), false).unwrap();
+        migrate(&mut conn).unwrap();
+        (dir, conn)
+    }
+
+    fn stored(conn: &Connection, id: &str) -> (i64, Participant) {
+        conn.query_row("SELECT version, record FROM participants WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, decode(&r.get::<_, Vec<u8>>(1)?).unwrap()))
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_refused_or_panicking_write_rolls_back_alone() {
+        let (_dir, mut conn) = fresh();
+        let answers = batch(
+            &mut conn,
+            vec![
+                Box::new(|r| Job::Create(Box::new(new_participant("a", 1)), r)),
+                Box::new(|r| Job::Mutate(Box::new(mutation("a", |_| Err(Error::precondition("NO", "x", "no")))), r)),
+                Box::new(|r| Job::Mutate(Box::new(mutation("a", |_| panic!("a rule bug"))), r)),
+                Box::new(|r| {
+                    Job::Mutate(
+                        Box::new(mutation("a", |p| {
+                            p.given_name = "B".into();
+                            Ok(())
+                        })),
+                        r,
+                    )
+                }),
+            ],
+        );
+        assert!(answers[0].is_ok());
+        assert!(matches!(answers[1], Err(Error::FailedPrecondition { .. })));
+        assert!(matches!(answers[2], Err(Error::Internal(_))));
+        assert_eq!(answers[3].as_ref().unwrap().version, 2);
+        let (version, p) = stored(&conn, "a");
+        assert_eq!((version, p.given_name.as_str()), (2, "B"));
+        let changes: i64 = conn.query_row("SELECT count(*) FROM change_log", [], |r| r.get(0)).unwrap();
+        assert_eq!(changes, 2, "one change per acknowledged write");
+    }
+
+    #[test]
+    fn a_write_failing_half_way_leaves_no_trace() {
+        let (_dir, mut conn) = fresh();
+        batch(&mut conn, vec![Box::new(|r| Job::Create(Box::new(new_participant("a", 1)), r))]);
+        // Occupy version 2 in the change log: the next mutation updates the
+        // participant row, then fails on the change-log insert.
+        conn.execute(
+            "INSERT INTO change_log (participant_id, version, kind, origin, actor, commit_time, snapshot)
+             VALUES ('a', 2, 'x', 'x', 'x', 'x', x'')",
+            [],
+        )
+        .unwrap();
+        let answers = batch(
+            &mut conn,
+            vec![
+                Box::new(|r| {
+                    Job::Mutate(
+                        Box::new(mutation("a", |p| {
+                            p.given_name = "half".into();
+                            Ok(())
+                        })),
+                        r,
+                    )
+                }),
+                Box::new(|r| Job::Create(Box::new(new_participant("b", 2)), r)),
+            ],
+        );
+        assert!(answers[0].is_err());
+        assert!(answers[1].is_ok(), "the other write of the batch commits");
+        let (version, p) = stored(&conn, "a");
+        assert_eq!((version, p.given_name.as_str()), (1, "A"), "the half-done update was rolled back");
+    }
+
+    #[test]
+    fn replays_and_reused_request_ids_inside_one_batch() {
+        let (_dir, mut conn) = fresh();
+        let key = |fp: u8| {
+            Some(IdempotencyKey { method: "CreateParticipant", request_id: "r".into(), fingerprint: [fp; 32] })
+        };
+        let answers = batch(
+            &mut conn,
+            vec![
+                Box::new(move |r| {
+                    Job::Create(Box::new(NewParticipant { idempotency: key(1), ..new_participant("a", 1) }), r)
+                }),
+                Box::new(move |r| {
+                    Job::Create(Box::new(NewParticipant { idempotency: key(1), ..new_participant("b", 1) }), r)
+                }),
+                Box::new(move |r| {
+                    Job::Create(Box::new(NewParticipant { idempotency: key(2), ..new_participant("c", 3) }), r)
+                }),
+            ],
+        );
+        let first = answers[0].as_ref().unwrap();
+        let replay = answers[1].as_ref().unwrap();
+        assert!(!first.replayed && replay.replayed);
+        assert_eq!(replay.participant.name, first.participant.name);
+        assert_eq!(replay.participant.national_id, first.participant.national_id);
+        assert!(matches!(answers[2], Err(Error::RequestIdReused)));
+    }
+
+    #[tokio::test]
+    async fn migrations_are_recorded_and_a_changed_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let (store, report) = SqliteStore::open(&path).unwrap();
+        assert_eq!(report.applied, vec![1]);
+        store.close().await;
+        let (store, report) = SqliteStore::open(&path).unwrap();
+        assert!(report.applied.is_empty());
+        store.close().await;
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1", []).unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&path).err().unwrap();
+        assert!(err.to_string().contains("differs"), "{err}");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("INSERT INTO schema_migrations VALUES (99, 'future', 'x', 'x')", []).unwrap();
+        conn.execute(
+            "UPDATE schema_migrations SET checksum = ?1 WHERE version = 1",
+            [hex::encode(<sha2::Sha256 as sha2::Digest>::digest(MIGRATIONS[0].2.as_bytes()))],
+        )
+        .unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&path).err().unwrap();
+        assert!(err.to_string().contains("newer gateway"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_database_is_in_wal_mode_with_full_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = SqliteStore::open(&dir.path().join("w.db")).unwrap();
+        let (mode, sync): (String, i64) = store
+            .read(|c| {
+                Ok((
+                    c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
+                    c.query_row("PRAGMA synchronous", [], |r| r.get(0))?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "FULL");
+        store.close().await;
     }
 }
