@@ -57,7 +57,7 @@ impl ParticipantApi {
     }
 
     fn today(&self) -> NaiveDate {
-        self.clock.now().date_naive()
+        crate::domain::dates::oslo_date(self.clock.now())
     }
 
     fn now_timestamp(&self) -> prost_types::Timestamp {

@@ -182,14 +182,15 @@ fn birth_date(day: u32, month: u32, yy: u32, individual: u32, classic: bool, tod
         (900..=999, 40..=99) => Some(1900),
         _ => None,
     };
-    let century = match from_table {
-        Some(c) if classic => c,
+    match from_table {
+        Some(century) if classic => NaiveDate::from_ymd_opt(century + yy, month, day),
         _ => {
             let this_century = today.year() / 100 * 100;
-            if this_century + yy <= today.year() { this_century } else { this_century - 100 }
+            NaiveDate::from_ymd_opt(this_century + yy, month, day)
+                .filter(|d| *d <= today)
+                .or_else(|| NaiveDate::from_ymd_opt(this_century - 100 + yy, month, day))
         }
-    };
-    NaiveDate::from_ymd_opt(century + yy, month, day)
+    }
 }
 
 impl fmt::Debug for NationalId {
@@ -414,6 +415,18 @@ mod tests {
     }
 
     #[test]
+    fn rule_2032_century_is_the_latest_date_not_in_the_future() {
+        // Today is 2026-11-23. A 2032-rule number (rest 1-3) does not tell the
+        // century: 24.12.26 is then 1926, 23.11.26 is 2026 and 01.01.30 is 1930.
+        for (date, year) in [("241226", 1926), ("231126", 2026), ("010130", 1930), ("150385", 1985)] {
+            let n = (1..=3)
+                .find_map(|rest| (100..400).find_map(|i| complete_with_rest(&format!("{date}{i:03}"), rest)))
+                .unwrap();
+            assert_eq!(parse_prod(&n).unwrap().birth_date().year(), year, "{date}");
+        }
+    }
+
+    #[test]
     fn century_from_individual_number() {
         let cases = [("010160", 100, 1960), ("010160", 950, 1960), ("010110", 600, 2010), ("010160", 600, 1860)];
         for (date, ind_start, year) in cases {
@@ -476,8 +489,13 @@ mod tests {
             let first9 = format!("{day:02}{month:02}{yy:02}{individual:03}");
             if let Some(n) = complete_with_rest(&first9, rest) {
                 if let Ok(id) = parse_prod(&n) {
-                    prop_assert!(id.birth_date() <= today());
-                    prop_assert_eq!(id.birth_date().day(), day);
+                    let b = id.birth_date();
+                    prop_assert!(b <= today());
+                    prop_assert_eq!((b.day(), b.month(), b.year().rem_euclid(100) as u32), (day, month, yy));
+                    if rest != 0 {
+                        // Without the classic table: the latest date not in the future.
+                        prop_assert!(b > today() - chrono::Duration::days(36_525));
+                    }
                 } else {
                     // Only a future date may fail.
                     prop_assert_eq!(parse_prod(&n), Err(NationalIdError::FutureBirthDate));

@@ -39,6 +39,13 @@ pub fn new_sub_id(prefix: &str) -> String {
     format!("{prefix}-{n:016x}")
 }
 
+/// Whether `id` has the shape `new_sub_id(prefix)` gives.
+fn is_sub_id(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('-'))
+        .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
 fn text(value: &str, field: &str, required: bool, max: usize, v: &mut Violations) {
     let trimmed = value.trim();
     if trimmed.is_empty() {
@@ -724,8 +731,15 @@ pub fn validate_end_measure(
     end_date: Option<&hurtigspor_proto::google::r#type::Date>,
 ) -> Result<EndMeasureInput, Error> {
     let mut v = Violations::new();
-    if measure_id.trim().is_empty() {
+    let id = measure_id.trim();
+    if id.is_empty() {
         v.add("measure_id", "REQUIRED", "is required: the id of one of the participant's measures");
+    } else if !is_sub_id(id, "m") {
+        v.add(
+            "measure_id",
+            "INVALID_FORMAT",
+            "must be a measure id as returned by RecordMeasure, e.g. m-0123456789abcdef",
+        );
     }
     let s = MeasureStatus::try_from(status).unwrap_or_default();
     if !matches!(s, MeasureStatus::Completed | MeasureStatus::Discontinued | MeasureStatus::RegisteredInError) {
@@ -838,6 +852,12 @@ pub fn replace_plan(p: &mut Participant, plan: Option<&IndividualPlan>) -> Resul
 /// Fills in what is derived on every response: today's programme status and
 /// the warnings.
 pub fn present(p: &mut Participant, rules: &ProgrammeRules, today: NaiveDate) {
+    for m in &mut p.measures {
+        let started = m.start_date.as_ref().and_then(dates::from_proto).is_some_and(|s| s <= today);
+        if m.status == MeasureStatus::Planned as i32 && started {
+            m.status = MeasureStatus::Active as i32;
+        }
+    }
     if let Some(pr) = p.programme.as_mut()
         && pr.end_date.is_none()
     {
