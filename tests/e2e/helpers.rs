@@ -1,7 +1,6 @@
 //! `spawn_app()`: a real gateway on port 0 with a fresh SQLite file, plus
 //! helpers that build requests and inspect errors.
 
-use chrono::{Datelike, Utc};
 use hurtigspor_gateway::{
     Gateway,
     api::participants::Clock,
@@ -29,15 +28,60 @@ use tonic_types::StatusExt;
 
 pub type Client = ParticipantServiceClient<Channel>;
 
-/// Everything every test logged, at TRACE level, for the personal-data scan.
+/// Everything every test logged, at TRACE level.
 static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-/// Every national id and name the tests used.
-static PERSONAL_DATA: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+/// Every national id the tests used (names share the prefixes below).
+static NATIONAL_IDS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+/// Log lines that carried personal data, found as they were written.
+static LEAKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Every name the tests use starts with one of these, so that a name in a log
+/// line is found whenever it is written.
+pub const GIVEN_NAME_PREFIX: &str = "Yxmirra";
+pub const FAMILY_NAME_PREFIX: &str = "Qzvarnes";
+
+/// Personal data in `line`: a name of the tests' or an 11-digit run that is
+/// one of the national ids they used.
+fn personal_data_in(line: &str) -> bool {
+    if line.contains(GIVEN_NAME_PREFIX) || line.contains(FAMILY_NAME_PREFIX) {
+        return true;
+    }
+    let ids = NATIONAL_IDS.lock().unwrap();
+    let bytes = line.as_bytes();
+    let mut start = None;
+    for (i, b) in bytes.iter().chain([&b' ']).enumerate() {
+        match (b.is_ascii_digit(), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                // Any 11 consecutive digits inside a longer run count too.
+                for w in s..=i.saturating_sub(11) {
+                    if i - w >= 11 && ids.contains(&line[w..w + 11]) {
+                        return true;
+                    }
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Whether the log scan would flag `line` (for testing the scan itself).
+pub fn scan_finds(line: &str) -> bool {
+    personal_data_in(line)
+}
 
 struct CaptureWriter;
 
 impl Write for CaptureWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        if personal_data_in(&text) {
+            // Keep only the log target, never the offending value.
+            let place = text.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+            LEAKS.lock().unwrap().push(place);
+        }
         LOGS.lock().unwrap().extend_from_slice(buf);
         if std::env::var_os("TEST_LOG").is_some() {
             std::io::stdout().write_all(buf)?;
@@ -69,20 +113,22 @@ pub fn captured_logs() -> String {
     String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
 }
 
-/// Every national id and name handed out by the helpers so far.
-pub fn personal_data_used() -> Vec<String> {
-    PERSONAL_DATA.lock().unwrap().iter().cloned().collect()
+/// Log lines that carried personal data so far (their first words only).
+pub fn leaks() -> Vec<String> {
+    LEAKS.lock().unwrap().clone()
 }
 
-fn remember(s: &str) {
-    PERSONAL_DATA.lock().unwrap().insert(s.to_owned());
+/// Registers a national id that a test sends, valid or not.
+pub fn remember(national_id: &str) {
+    NATIONAL_IDS.lock().unwrap().insert(national_id.to_owned());
 }
 
-/// A fresh synthetic (Tenor, month + 80) national id of someone aged 20-49.
+/// A fresh synthetic (Tenor, month + 80) national id of someone aged 20-49
+/// at the tests' programme start (2026).
 pub fn fresh_national_id() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let year = Utc::now().year() - 20 - (n / (28 * 12) % 30) as i32;
+    let year = 2006 - (n / (28 * 12) % 30) as i32;
     let id = synthetic_fnr(year, 1 + (n / 28) % 12, 1 + n % 28, n);
     remember(&id);
     id
@@ -95,13 +141,16 @@ pub fn national_id_born(year: i32, month: u32, day: u32) -> String {
     id
 }
 
-/// A distinctive family name to search the logs for.
+/// A distinctive family name that the log scan recognises.
 pub fn fresh_family_name() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let name = format!("Qzvarnes{n:04}");
-    remember(&name);
-    name
+    format!("{FAMILY_NAME_PREFIX}{:04}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A distinctive given name that the log scan recognises.
+pub fn fresh_given_name() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{GIVEN_NAME_PREFIX}{:04}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 pub fn date(year: i32, month: i32, day: i32) -> Option<Date> {
@@ -112,7 +161,7 @@ pub fn date(year: i32, month: i32, day: i32) -> Option<Date> {
 pub fn minimal_participant() -> Participant {
     Participant {
         national_id: fresh_national_id(),
-        given_name: "Amina".to_owned(),
+        given_name: fresh_given_name(),
         family_name: fresh_family_name(),
         kommunenummer: "0301".to_owned(),
         programme: Some(Programme { start_date: date(2026, 1, 5), ..Default::default() }),
@@ -171,6 +220,16 @@ pub async fn connect(addr: SocketAddr) -> Client {
     ParticipantServiceClient::new(channel)
 }
 
+impl Drop for TestApp {
+    /// Every test fails if anything logged during it carried personal data.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let leaks = leaks();
+            assert!(leaks.is_empty(), "personal data reached the logs in: {leaks:?}");
+        }
+    }
+}
+
 impl TestApp {
     /// Stops the gateway gracefully and hands back its data directory.
     pub async fn stop(mut self) -> TempDir {
@@ -180,7 +239,7 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("server ran cleanly");
         }
-        self.dir
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     pub async fn create(&self, p: Participant) -> Participant {

@@ -476,3 +476,149 @@ async fn the_individual_plan_keeps_goal_ids() {
     assert_violation(&status, "plan.goals[0].responsible", "REQUIRED");
     assert_eq!(app.get(&p.name).await.plan, second.plan);
 }
+
+/// Every method that changes a participant: NOT_FOUND for an unknown one,
+/// ABORTED for a stale etag (leaving the record as it was).
+#[tokio::test]
+async fn every_write_method_checks_existence_and_etag() {
+    let app = spawn_app().await;
+    let p = mapped_participant(&app).await;
+    let current = p.etag.clone();
+    // Make the first etag stale.
+    move_to(&app, &p.name, S::Candidate).await.unwrap();
+    let p = app.get(&p.name).await;
+
+    let unknown = "participants/0123456789abcdef0123456789abcdef".to_owned();
+    for (name, etag, code, reason) in [
+        (unknown.as_str(), "", Code::NotFound, "NOT_FOUND"),
+        (p.name.as_str(), current.as_str(), Code::Aborted, "STALE_ETAG"),
+    ] {
+        let mut c = app.client.clone();
+        let (name, etag) = (name.to_owned(), etag.to_owned());
+        let results = vec![
+            c.end_programme(EndProgrammeRequest {
+                name: name.clone(),
+                etag: etag.clone(),
+                end_date: date(2026, 10, 1),
+                end_reason: ProgrammeEndReason::Other as i32,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+            c.record_measure(RecordMeasureRequest {
+                name: name.clone(),
+                etag: etag.clone(),
+                measure: Some(Measure {
+                    kind: MeasureKind::LabourMarketCourse as i32,
+                    start_date: date(2026, 3, 1),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+            c.end_measure(EndMeasureRequest {
+                name: name.clone(),
+                etag: etag.clone(),
+                measure_id: "m-0123456789abcdef".into(),
+                status: MeasureStatus::Completed as i32,
+                end_date: date(2026, 6, 1),
+            })
+            .await
+            .map(|_| ()),
+            c.open_recognition_case(OpenRecognitionCaseRequest {
+                name: name.clone(),
+                etag: etag.clone(),
+                recognition_case: Some(RecognitionCase {
+                    scheme: RecognitionScheme::Vocational as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+            c.record_competence_mapping(RecordCompetenceMappingRequest {
+                name: name.clone(),
+                etag: etag.clone(),
+                competence: Some(CompetenceMapping::default()),
+            })
+            .await
+            .map(|_| ()),
+            c.update_individual_plan(UpdateIndividualPlanRequest {
+                name: name.clone(),
+                etag: etag.clone(),
+                plan: Some(IndividualPlan::default()),
+            })
+            .await
+            .map(|_| ()),
+            c.transition_hurtigspor(TransitionHurtigsporRequest {
+                name: name.clone(),
+                etag: etag.clone(),
+                status: S::Rejected as i32,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        ];
+        for (i, r) in results.into_iter().enumerate() {
+            expect_error(r, code, reason);
+            let _ = i;
+        }
+    }
+    assert_eq!(app.get(&p.name).await, p, "nothing changed");
+}
+
+#[tokio::test]
+async fn measure_and_end_retries_apply_once() {
+    let app = spawn_app().await;
+    let p = app.create(minimal_participant()).await;
+    let record = RecordMeasureRequest {
+        name: p.name.clone(),
+        measure: Some(Measure {
+            kind: MeasureKind::WorkTraining as i32,
+            employer_orgnr: EMPLOYER.into(),
+            start_date: date(2026, 3, 1),
+            ..Default::default()
+        }),
+        request_id: "nav-4711".into(),
+        ..Default::default()
+    };
+    let first = app.client.clone().record_measure(record.clone()).await.unwrap().into_inner();
+    let again = app.client.clone().record_measure(record).await.unwrap().into_inner();
+    assert_eq!(again, first);
+    assert_eq!(app.get(&p.name).await.measures.len(), 1, "a retry adds no second measure");
+
+    let end = EndProgrammeRequest {
+        name: p.name.clone(),
+        end_date: date(2026, 10, 1),
+        end_reason: ProgrammeEndReason::Completed as i32,
+        request_id: "end-1".into(),
+        ..Default::default()
+    };
+    let ended = app.client.clone().end_programme(end.clone()).await.unwrap().into_inner();
+    // Without the request id a second end would be PROGRAMME_ALREADY_ENDED.
+    assert_eq!(app.client.clone().end_programme(end).await.unwrap().into_inner(), ended);
+}
+
+#[tokio::test]
+async fn malformed_measure_ids_are_not_echoed() {
+    let app = spawn_app().await;
+    let p = app.create(minimal_participant()).await;
+    let national_id = fresh_national_id();
+    let status = expect_error(
+        app.client
+            .clone()
+            .end_measure(EndMeasureRequest {
+                name: p.name.clone(),
+                measure_id: national_id.clone(),
+                status: MeasureStatus::Completed as i32,
+                end_date: date(2026, 6, 1),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_violation(&status, "measure_id", "INVALID_FORMAT");
+    assert!(!format!("{status:?}").contains(&national_id));
+}

@@ -132,12 +132,18 @@ async fn bad_list_requests() {
 }
 
 #[tokio::test]
-async fn page_size_is_capped() {
-    let app = spawn_app().await;
-    for _ in 0..3 {
+async fn page_size_is_capped_and_defaulted_by_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = dev_config(dir.path());
+    config.limits.default_page_size = 2;
+    config.limits.max_page_size = 3;
+    let app = spawn_with(dir, config).await;
+    for _ in 0..5 {
         app.create(minimal_participant()).await;
     }
-    let page = list(&app, ListParticipantsRequest { page_size: 100_000, ..Default::default() }).await.unwrap();
-    assert_eq!(page.participants.len(), 3);
-    assert!(page.next_page_token.is_empty());
+    let capped = list(&app, ListParticipantsRequest { page_size: 100_000, ..Default::default() }).await.unwrap();
+    assert_eq!(capped.participants.len(), 3);
+    assert!(!capped.next_page_token.is_empty());
+    let defaulted = list(&app, ListParticipantsRequest::default()).await.unwrap();
+    assert_eq!(defaulted.participants.len(), 2);
 }

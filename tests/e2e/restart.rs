@@ -20,7 +20,7 @@ async fn every_acknowledged_write_is_there_after_a_restart() {
         let change = Participant {
             name: p.name.clone(),
             etag: p.etag.clone(),
-            given_name: "Renamed".into(),
+            given_name: fresh_given_name(),
             ..Default::default()
         };
         async move {

@@ -16,10 +16,11 @@ fn update(p: Participant, paths: &[&str]) -> UpdateParticipantRequest {
 async fn masked_fields_change_and_nothing_else() {
     let app = spawn_app().await;
     let created = app.create(minimal_participant()).await;
+    let (new_name, newer_name) = (fresh_given_name(), fresh_given_name());
     let mut change = Participant {
         name: created.name.clone(),
         etag: created.etag.clone(),
-        given_name: "Amira".into(),
+        given_name: new_name.clone(),
         family_name: "not in the mask".into(),
         kommunenummer: "4601".into(),
         programme: Some(Programme { planned_end_date: date(2027, 12, 31), ..Default::default() }),
@@ -32,7 +33,7 @@ async fn masked_fields_change_and_nothing_else() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(updated.given_name, "Amira");
+    assert_eq!(updated.given_name, new_name);
     assert_eq!(updated.kommunenummer, "4601");
     assert_eq!(updated.family_name, created.family_name, "not in the mask");
     assert_eq!(updated.programme.as_ref().unwrap().planned_end_date, date(2027, 12, 31));
@@ -43,19 +44,20 @@ async fn masked_fields_change_and_nothing_else() {
 
     // Without an etag the update is unconditional.
     change.etag.clear();
-    change.given_name = "Amina".into();
+    change.given_name = newer_name.clone();
     let again = app.client.clone().update_participant(update(change, &["given_name"])).await.unwrap().into_inner();
-    assert_eq!(again.given_name, "Amina");
+    assert_eq!(again.given_name, newer_name);
 }
 
 #[tokio::test]
 async fn a_stale_etag_is_aborted_and_changes_nothing() {
     let app = spawn_app().await;
     let created = app.create(minimal_participant()).await;
+    let first_name = fresh_given_name();
     let first = Participant {
         name: created.name.clone(),
         etag: created.etag.clone(),
-        given_name: "First".into(),
+        given_name: first_name.clone(),
         ..Default::default()
     };
     app.client.clone().update_participant(update(first, &["given_name"])).await.unwrap();
@@ -63,7 +65,7 @@ async fn a_stale_etag_is_aborted_and_changes_nothing() {
     let stale = Participant {
         name: created.name.clone(),
         etag: created.etag.clone(),
-        given_name: "Second".into(),
+        given_name: fresh_given_name(),
         ..Default::default()
     };
     expect_error(
@@ -71,7 +73,7 @@ async fn a_stale_etag_is_aborted_and_changes_nothing() {
         Code::Aborted,
         "STALE_ETAG",
     );
-    assert_eq!(app.get(&created.name).await.given_name, "First");
+    assert_eq!(app.get(&created.name).await.given_name, first_name);
 }
 
 #[tokio::test]
