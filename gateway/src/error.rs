@@ -124,18 +124,6 @@ impl Error {
     }
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode::*;
-        match e.sqlite_error_code() {
-            Some(DatabaseBusy | DatabaseLocked | DiskFull | CannotOpen | SystemIoFailure | OutOfMemory) => {
-                Self::Unavailable(e.to_string())
-            }
-            _ => Self::Internal(e.to_string()),
-        }
-    }
-}
-
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         let code = e.code();

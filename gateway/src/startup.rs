@@ -67,6 +67,12 @@ impl Gateway {
         let participants = ParticipantServiceServer::new(self.api)
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(16 * limits.max_message_bytes);
+        // Tell load balancers to stop sending work before draining.
+        let reporter = health_reporter.clone();
+        let shutdown = async move {
+            shutdown.await;
+            reporter.set_not_serving::<ParticipantServiceServer<ParticipantApi>>().await;
+        };
         tracing::info!(addr = %self.addr, mode = ?self.config.mode, "gateway listening");
         let result = Server::builder()
             .timeout(Duration::from_secs(limits.request_timeout_secs))

@@ -908,3 +908,145 @@ fn warnings(p: &Participant, rules: &ProgrammeRules) -> Vec<Warning> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hurtigspor_proto::{google::r#type::Date, v1::LeavePeriod};
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    fn pd(y: i32, m: u32, day: u32) -> Option<Date> {
+        Some(dates::to_proto(d(y, m, day)))
+    }
+
+    fn record() -> Participant {
+        Participant {
+            name: "participants/x".into(),
+            given_name: "A".into(),
+            family_name: "B".into(),
+            kommunenummer: "0301".into(),
+            birth_date: pd(1990, 6, 15),
+            programme: Some(Programme { start_date: pd(2026, 1, 5), ..Default::default() }),
+            hurtigspor: Some(Hurtigspor { status: HurtigsporStatus::NotAssessed as i32, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    fn rules() -> ProgrammeRules {
+        ProgrammeRules::default()
+    }
+
+    fn input(to: HurtigsporStatus, on: NaiveDate) -> TransitionInput {
+        TransitionInput { to, decided_by: DecisionMaker::Kommune, reason: String::new(), effective_date: on }
+    }
+
+    #[test]
+    fn leave_covering_today_reads_as_on_leave() {
+        let mut p = record();
+        p.programme.as_mut().unwrap().leave_periods = vec![LeavePeriod {
+            start_date: pd(2026, 11, 1),
+            end_date: pd(2026, 11, 30),
+            reason: LeaveReason::Illness as i32,
+        }];
+        present(&mut p, &rules(), d(2026, 11, 23));
+        assert_eq!(p.programme.as_ref().unwrap().status, ProgrammeStatus::OnLeave as i32);
+        present(&mut p, &rules(), d(2026, 12, 1));
+        assert_eq!(p.programme.as_ref().unwrap().status, ProgrammeStatus::Active as i32);
+    }
+
+    #[test]
+    fn planned_measures_read_as_active_from_their_start() {
+        let mut p = record();
+        p.measures.push(Measure {
+            status: MeasureStatus::Planned as i32,
+            start_date: pd(2026, 12, 1),
+            ..Default::default()
+        });
+        present(&mut p, &rules(), d(2026, 11, 30));
+        assert_eq!(p.measures[0].status, MeasureStatus::Planned as i32);
+        present(&mut p, &rules(), d(2026, 12, 1));
+        assert_eq!(p.measures[0].status, MeasureStatus::Active as i32);
+    }
+
+    #[test]
+    fn age_warning_boundaries_follow_configuration() {
+        // Born 1990-06-15; programme starts 2026-01-05: 35 years old.
+        let mut p = record();
+        present(&mut p, &rules(), d(2026, 11, 23));
+        assert!(p.warnings.is_empty());
+        let narrow = ProgrammeRules { target_age_min: 36, ..rules() };
+        present(&mut p, &narrow, d(2026, 11, 23));
+        assert_eq!(p.warnings[0].code, "AGE_OUTSIDE_TARGET_GROUP");
+        let exact = ProgrammeRules { target_age_min: 35, target_age_max: 35, ..rules() };
+        present(&mut p, &exact, d(2026, 11, 23));
+        assert!(p.warnings.is_empty(), "35 is inside 35-35");
+    }
+
+    #[test]
+    fn transitions_record_dates_and_history() {
+        let mut p = record();
+        p.competence = Some(CompetenceMapping { mapped_date: pd(2026, 2, 1), ..Default::default() });
+        let now = prost_types::Timestamp::default();
+        transition(&mut p, &input(HurtigsporStatus::Candidate, d(2026, 2, 10)), now).unwrap();
+        transition(&mut p, &input(HurtigsporStatus::Confirmed, d(2026, 3, 1)), now).unwrap_err();
+        let joint =
+            TransitionInput { decided_by: DecisionMaker::Joint, ..input(HurtigsporStatus::Confirmed, d(2026, 3, 1)) };
+        transition(&mut p, &joint, now).unwrap();
+        // Not before the previous transition.
+        let before = input(HurtigsporStatus::Qualifying, d(2026, 2, 20));
+        let err = transition(&mut p, &before, now).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(ref v) if v[0].reason == "BEFORE_PREVIOUS_TRANSITION"));
+        transition(&mut p, &input(HurtigsporStatus::BackToOrdinary, d(2026, 5, 1)), now).unwrap();
+        let h = p.hurtigspor.unwrap();
+        assert_eq!(h.candidate_date, pd(2026, 2, 10));
+        assert_eq!(h.start_date, pd(2026, 3, 1));
+        assert_eq!(h.end_date, pd(2026, 5, 1));
+        let path: Vec<_> = h.history.iter().map(|t| (t.from_status, t.to_status)).collect();
+        use HurtigsporStatus::*;
+        assert_eq!(
+            path,
+            [
+                (NotAssessed as i32, Candidate as i32),
+                (Candidate as i32, Confirmed as i32),
+                (Confirmed as i32, BackToOrdinary as i32)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_transition_leaves_the_record_untouched() {
+        let original = record();
+        for to in [HurtigsporStatus::Confirmed, HurtigsporStatus::Employed, HurtigsporStatus::Candidate] {
+            let mut p = original.clone();
+            assert!(transition(&mut p, &input(to, d(2026, 3, 1)), prost_types::Timestamp::default()).is_err());
+            assert_eq!(p, original, "{to:?}");
+        }
+    }
+
+    #[test]
+    fn a_corrected_start_may_not_postdate_recorded_transitions() {
+        let mut p = record();
+        p.competence = Some(CompetenceMapping { mapped_date: pd(2026, 2, 1), ..Default::default() });
+        transition(&mut p, &input(HurtigsporStatus::Candidate, d(2026, 2, 10)), prost_types::Timestamp::default())
+            .unwrap();
+        let later = Participant {
+            programme: Some(Programme { start_date: pd(2026, 3, 1), ..Default::default() }),
+            ..Default::default()
+        };
+        let rules = Rules { id_mode: crate::domain::national_id::IdMode::Test, programme: rules() };
+        let err = apply_update(&mut p, &later, &["programme.start_date".into()], &rules, d(2026, 11, 23)).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(ref v) if v[0].reason == "AFTER_RECORDED_FACTS"));
+    }
+
+    #[test]
+    fn sub_ids() {
+        let id = new_sub_id("m");
+        assert!(is_sub_id(&id, "m"));
+        assert!(!is_sub_id(&id, "g"));
+        assert!(!is_sub_id("m-123", "m"));
+        assert!(!is_sub_id("m-0123456789ABCDEF", "m"));
+    }
+}

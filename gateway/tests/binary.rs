@@ -1,0 +1,229 @@
+//! The `hurtigspor` binary as a user runs it: killed with SIGKILL it keeps
+//! every write it acknowledged; its subcommands and their errors.
+
+use hurtigspor_gateway::domain::national_id::testing::synthetic_fnr;
+use hurtigspor_proto::{
+    google::r#type::Date,
+    v1::{
+        CreateParticipantRequest, ListParticipantsRequest, Participant, Programme,
+        participant_service_client::ParticipantServiceClient,
+    },
+};
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, Command, Output, Stdio},
+};
+
+fn hurtigspor(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hurtigspor"))
+        .args(args)
+        .env("HURTIGSPOR_LOG", "warn")
+        .env_remove("HURTIGSPOR_SERVER")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Starts `hurtigspor dev` on a free port and returns it with its address.
+fn start(data_dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hurtigspor"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("HURTIGSPOR_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().expect("the gateway prints where it listens").unwrap();
+        if let Some(rest) = line.trim().strip_prefix("listening on ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = start(dir.path());
+    let client = ParticipantServiceClient::connect(addr.clone()).await.unwrap();
+
+    let acknowledged: Vec<Participant> = futures_join((0..40u32).map(|i| {
+        let mut c = client.clone();
+        async move {
+            let p = Participant {
+                national_id: synthetic_fnr(1985, 1 + i % 12, 1 + i % 28, i),
+                given_name: "Crash".into(),
+                family_name: format!("Test{i}"),
+                kommunenummer: "5001".into(),
+                programme: Some(Programme {
+                    start_date: Some(Date { year: 2026, month: 2, day: 2 }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            c.create_participant(CreateParticipantRequest { participant: Some(p), request_id: format!("crash-{i}") })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    }))
+    .await;
+
+    child.kill().unwrap(); // SIGKILL: no graceful shutdown, no flush
+    child.wait().unwrap();
+
+    let (mut child, addr) = start(dir.path());
+    let mut client = ParticipantServiceClient::connect(addr).await.unwrap();
+    let page = client
+        .list_participants(ListParticipantsRequest { page_size: 500, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert_eq!(page.participants.len(), acknowledged.len());
+    for p in &acknowledged {
+        let found = page.participants.iter().find(|q| q.name == p.name).expect("acknowledged participant is there");
+        assert_eq!(found.etag, p.etag);
+        assert_eq!(found.family_name, p.family_name);
+    }
+}
+
+/// Runs the futures concurrently and collects their outputs in order.
+async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_key_and_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hurtigspor(&["serve", "--listen", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap()], "");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("security.national_id_key") && err.contains("HURTIGSPOR__SECURITY__NATIONAL_ID_KEY"), "{err}");
+}
+
+#[test]
+fn serve_reports_a_bad_config_value_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("h.toml");
+    std::fs::write(&config, "[limits]\nmax_page_size = \"many\"\n").unwrap();
+    let out = hurtigspor(&["serve", "--config", config.to_str().unwrap()], "");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("limits.max_page_size") && err.contains("h.toml"), "{err}");
+}
+
+#[test]
+fn migrate_applies_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let first = hurtigspor(&["migrate", "--data-dir", data], "");
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(text(&first.stdout).contains("applied migrations [1]"), "{}", text(&first.stdout));
+    let again = hurtigspor(&["migrate", "--data-dir", data], "");
+    assert!(text(&again.stdout).contains("up to date"), "{}", text(&again.stdout));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_subcommands_work_against_a_dev_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = start(dir.path());
+    let national_id = synthetic_fnr(1984, 7, 9, 11);
+    let out = tokio::task::spawn_blocking({
+        let (addr, national_id) = (addr.clone(), national_id.clone());
+        move || {
+            let create = hurtigspor(
+                &[
+                    "participants",
+                    "--server",
+                    &addr,
+                    "create",
+                    "--national-id",
+                    "-",
+                    "--given-name",
+                    "Yxmirra",
+                    "--family-name",
+                    "Qzvarnes",
+                    "--kommune",
+                    "4601",
+                    "--start-date",
+                    "2026-02-02",
+                ],
+                &format!("{national_id}\n"),
+            );
+            let list = hurtigspor(&["participants", "--server", &addr, "list", "--kommune", "4601"], "");
+            let lookup = hurtigspor(&["participants", "--server", &addr, "lookup"], &national_id);
+            let bad = hurtigspor(
+                &[
+                    "participants",
+                    "--server",
+                    &addr,
+                    "create",
+                    "--national-id",
+                    "-",
+                    "--given-name",
+                    "A",
+                    "--family-name",
+                    "B",
+                    "--kommune",
+                    "3004",
+                    "--start-date",
+                    "2026-02-02",
+                ],
+                &national_id,
+            );
+            (create, list, lookup, bad)
+        }
+    })
+    .await
+    .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (create, list, lookup, bad) = out;
+    let created = text(&create.stdout);
+    assert!(create.status.success(), "{}", text(&create.stderr));
+    assert!(created.starts_with("participants/"), "{created}");
+    assert!(!created.contains(&national_id), "the client masks the national id");
+    let name = created.lines().next().unwrap().to_owned();
+    assert!(
+        text(&list.stdout).contains(&name) && text(&list.stdout).contains("1 participant(s)"),
+        "{}",
+        text(&list.stdout)
+    );
+    assert!(text(&lookup.stdout).starts_with(&name), "{}", text(&lookup.stdout));
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("participant.kommunenummer"), "{}", text(&bad.stderr));
+}
+
+#[test]
+fn the_client_says_what_to_do_when_no_gateway_answers() {
+    let out = hurtigspor(&["participants", "--server", "http://127.0.0.1:1", "list"], "");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cargo run -- dev"), "{}", text(&out.stderr));
+}
