@@ -16,7 +16,14 @@ pub fn init(config: &LogConfig) {
         LogFormat::Json => registry
             .with(fmt::layer().json().with_current_span(true).with_span_list(false).with_writer(std::io::stderr))
             .try_init(),
-        LogFormat::Text => registry.with(fmt::layer().with_target(false).with_writer(std::io::stderr)).try_init(),
+        LogFormat::Text => registry
+            .with(
+                fmt::layer()
+                    .with_target(false)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
     };
     let _ = result;
 }

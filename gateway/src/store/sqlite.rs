@@ -232,6 +232,11 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, stats: &WriteS
             stats.commits.fetch_add(1, Ordering::Relaxed);
         }
     }
+    // Fold the WAL back into the database file so a stopped gateway leaves
+    // one self-contained file behind.
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        tracing::warn!(error = %e, "WAL checkpoint at shutdown failed; the WAL is replayed at next start");
+    }
     tracing::debug!("sqlite writer stopped");
 }
 
