@@ -11,4 +11,5 @@ pub mod arena;
 pub mod clock;
 pub mod effects;
 pub mod faults;
+pub mod nir;
 pub mod server;
