@@ -222,15 +222,15 @@ impl Nir {
                 None,
             ));
         }
-        if let (Some(own), Some(k)) = (&user.kommunenummer, kommune) {
-            if own != k {
-                return Err(Refusal::new(
-                    StatusCode::FORBIDDEN,
-                    "NIR-E002",
-                    "Brukeren kan ikke registrere for denne kommunen",
-                    Some("Kommunenummer"),
-                ));
-            }
+        if let (Some(own), Some(k)) = (&user.kommunenummer, kommune)
+            && own != k
+        {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "NIR-E002",
+                "Brukeren kan ikke registrere for denne kommunen",
+                Some("Kommunenummer"),
+            ));
         }
         Ok(user)
     }
@@ -307,14 +307,10 @@ async fn register(State(nir): State<Nir>, headers: HeaderMap, body: Bytes) -> Re
     )?;
     one_of(&d.vedtak.kategori, &["RETT_OG_PLIKT", "KAN_TILBYS"], "Vedtak/Kategori")?;
     let start = date(&d.periode.startdato, "Periode/Startdato")?;
-    if let Some(end) = &d.periode.planlagt_sluttdato {
-        if date(end, "Periode/PlanlagtSluttdato")? < start {
-            return Err(Refusal::invalid(
-                "NIR-E106",
-                "Planlagt sluttdato er før startdato",
-                "Periode/PlanlagtSluttdato",
-            ));
-        }
+    if let Some(end) = &d.periode.planlagt_sluttdato
+        && date(end, "Periode/PlanlagtSluttdato")? < start
+    {
+        return Err(Refusal::invalid("NIR-E106", "Planlagt sluttdato er før startdato", "Periode/PlanlagtSluttdato"));
     }
     let now = nir.common.clock.now().format("%Y-%m-%dT%H:%M:%S").to_string();
     let mut db = nir.db();
@@ -430,10 +426,10 @@ async fn put_tiltak(
     for t in &list.tiltak {
         one_of(&t.type_, TILTAKSTYPER, "Tiltak/Type")?;
         let fra = date(&t.fra, "Tiltak/Fra")?;
-        if let Some(til) = &t.til {
-            if date(til, "Tiltak/Til")? < fra {
-                return Err(Refusal::invalid("NIR-E106", "Til-dato er før fra-dato", "Tiltak/Til"));
-            }
+        if let Some(til) = &t.til
+            && date(til, "Tiltak/Til")? < fra
+        {
+            return Err(Refusal::invalid("NIR-E106", "Til-dato er før fra-dato", "Tiltak/Til"));
         }
     }
     nir.change(&headers, id, "tiltak.replaced", |d| {
