@@ -12,4 +12,5 @@ pub mod clock;
 pub mod effects;
 pub mod faults;
 pub mod nir;
+pub mod nokut;
 pub mod server;
