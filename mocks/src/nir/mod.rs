@@ -289,6 +289,7 @@ fn span(d: &Deltakelse) -> (NaiveDate, NaiveDate) {
 /// Registers a participation, or updates it when the natural key (person +
 /// period start) is already registered.
 async fn register(State(nir): State<Nir>, headers: HeaderMap, body: Bytes) -> Result<Response, Refusal> {
+    nir.authorize(&headers, None)?;
     let mut d: Deltakelse = parse(&body)?;
     nir.authorize(&headers, Some(&d.kommunenummer))?;
     let fnr = &d.person.fodselsnummer;
@@ -362,8 +363,8 @@ async fn register(State(nir): State<Nir>, headers: HeaderMap, body: Bytes) -> Re
 }
 
 async fn search(State(nir): State<Nir>, headers: HeaderMap, body: Bytes) -> Result<Response, Refusal> {
-    let q: Sok = parse(&body)?;
     nir.authorize(&headers, None)?;
+    let q: Sok = parse(&body)?;
     let found = nir.db().deltakelser.iter().filter(|d| d.person.fodselsnummer == q.fodselsnummer).cloned().collect();
     Ok(xml_response(StatusCode::OK, &Deltakelser { xmlns: NAMESPACE.to_owned(), deltakelse: found }))
 }
@@ -393,6 +394,7 @@ async fn put_hurtigspor(
     Path(id): Path<u64>,
     body: Bytes,
 ) -> Result<Response, Refusal> {
+    nir.authorize(&headers, None)?;
     let h: Hurtigspor = parse(&body)?;
     one_of(&h.status, HURTIGSPOR_STATUSES, "Hurtigspor/Status")?;
     if let Some(fra) = &h.fra {
@@ -422,6 +424,7 @@ async fn put_tiltak(
     Path(id): Path<u64>,
     body: Bytes,
 ) -> Result<Response, Refusal> {
+    nir.authorize(&headers, None)?;
     let list: Tiltaksliste = parse(&body)?;
     for t in &list.tiltak {
         one_of(&t.type_, TILTAKSTYPER, "Tiltak/Type")?;
@@ -444,6 +447,7 @@ async fn put_permisjoner(
     Path(id): Path<u64>,
     body: Bytes,
 ) -> Result<Response, Refusal> {
+    nir.authorize(&headers, None)?;
     let list: Permisjoner = parse(&body)?;
     let mut periods = Vec::new();
     for p in &list.permisjon {
@@ -475,6 +479,7 @@ async fn add_stans(
     Path(id): Path<u64>,
     body: Bytes,
 ) -> Result<Response, Refusal> {
+    nir.authorize(&headers, None)?;
     let s: Stans = parse(&body)?;
     one_of(&s.type_, &["MIDLERTIDIG", "PERMANENT"], "Stans/Type")?;
     let fra = date(&s.fra, "Stans/Fra")?;
@@ -502,6 +507,7 @@ async fn put_avslutning(
     Path(id): Path<u64>,
     body: Bytes,
 ) -> Result<Response, Refusal> {
+    nir.authorize(&headers, None)?;
     let a: Avslutning = parse(&body)?;
     let slutt = date(&a.sluttdato, "Avslutning/Sluttdato")?;
     let Some(arsak) = a.avslutningsarsak.as_deref() else {
