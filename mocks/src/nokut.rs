@@ -138,6 +138,9 @@ pub struct NokutState {
     pub endringer: Vec<Endring>,
     pub webhook_url: Option<String>,
     pub leveringer: Vec<Levering>,
+    /// Changes whose webhook has not been sent yet.
+    #[serde(skip)]
+    undelivered: Vec<Endring>,
     #[serde(skip)]
     idempotency: HashMap<String, ([u8; 32], String)>,
 }
@@ -244,13 +247,15 @@ impl Nokut {
     /// the webhooks for them. Tests call it after advancing the clock.
     pub async fn tick(&self) {
         let _one_at_a_time = self.ticking.lock().await;
-        let due = self.advance();
+        self.advance();
+        let due = std::mem::take(&mut self.db().undelivered);
         for change in due {
             self.deliver(change).await;
         }
     }
 
-    /// Moves due cases on; returns the new change records.
+    /// Moves due cases on (requests do this before they answer, so reads are
+    /// current); returns the new change records, queued for delivery.
     fn advance(&self) -> Vec<Endring> {
         let now = self.common.clock.now();
         let mut db = self.db();
@@ -279,6 +284,7 @@ impl Nokut {
             e.sekvens = first + i as u64 + 1;
         }
         db.endringer.extend(new.iter().cloned());
+        db.undelivered.extend(new.iter().cloned());
         drop(db);
         for e in &new {
             self.common.effects.record(
@@ -297,7 +303,9 @@ impl Nokut {
             "tidspunkt": change.tidspunkt, "sak": change.sak,
         }))
         .expect("serialises");
-        let timestamp = self.common.clock.now().timestamp();
+        // Real time, not the virtual clock: receivers check freshness
+        // against their own clock.
+        let timestamp = Utc::now().timestamp();
         let signature = sign(&self.config.webhook_secret, timestamp, &body);
         let result = self
             .http
@@ -367,7 +375,7 @@ async fn open_case(State(n): State<Nokut>, headers: HeaderMap, body: axum::body:
     if !n.key_ok(&headers) {
         return unauthorized();
     }
-    n.tick().await;
+    n.advance();
     let req: NySak = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "ugyldig_json", e.to_string()),
@@ -442,7 +450,7 @@ async fn get_case(State(n): State<Nokut>, headers: HeaderMap, Path(nr): Path<Str
     if !n.key_ok(&headers) {
         return unauthorized();
     }
-    n.tick().await;
+    n.advance();
     match n.db().saker.iter().find(|s| s.saksnummer == nr) {
         Some(s) => Json(serde_json::to_value(s).expect("serialises")).into_response(),
         None => error(StatusCode::NOT_FOUND, "ukjent_sak", format!("sak {nr} finnes ikke")),
@@ -454,7 +462,7 @@ async fn documents(State(n): State<Nokut>, headers: HeaderMap, Path(nr): Path<St
     if !n.key_ok(&headers) {
         return unauthorized();
     }
-    n.tick().await;
+    n.advance();
     let now = n.common.clock.now();
     let mut db = n.db();
     let Some(sak) = db.saker.iter_mut().find(|s| s.saksnummer == nr) else {
@@ -463,12 +471,20 @@ async fn documents(State(n): State<Nokut>, headers: HeaderMap, Path(nr): Path<St
     if !matches!(sak.status.as_str(), "MOTTATT" | "UNDER_BEHANDLING" | "VENTER_PAA_DOKUMENTASJON") {
         return error(StatusCode::CONFLICT, "sak_avsluttet", "saken er avsluttet");
     }
-    sak.dokumentasjon_komplett = true;
-    sak.plan.retain(|(_, s)| *s == "UNDER_BEHANDLING");
-    if sak.status == "VENTER_PAA_DOKUMENTASJON" {
-        sak.plan.push((now, "UNDER_BEHANDLING"));
+    // Only a documentation-dependent case that was still incomplete changes
+    // course: the waiting and the rejection are cancelled and a decision is
+    // planned. Other schemes, referrals and repeat calls just keep their plan.
+    let documentation_dependent =
+        matches!(sak.ordning.as_str(), "HOYERE_UTDANNING" | "FAGSKOLE" | "FAG_OG_YRKESOPPLAERING")
+            && !sak.plan.iter().any(|(_, s)| *s == "HENVIST_UVD");
+    if documentation_dependent && !sak.dokumentasjon_komplett {
+        sak.plan.retain(|(_, s)| *s == "UNDER_BEHANDLING");
+        if sak.status == "VENTER_PAA_DOKUMENTASJON" {
+            sak.plan.push((now, "UNDER_BEHANDLING"));
+        }
+        sak.plan.push((now + Duration::days(60), "VEDTAK"));
     }
-    sak.plan.push((now + Duration::days(60), "VEDTAK"));
+    sak.dokumentasjon_komplett = true;
     let value = serde_json::to_value(&*sak).expect("serialises");
     drop(db);
     n.common.effects.record(now, "sak.documents_received", json!({ "saksnummer": nr }));
@@ -485,7 +501,7 @@ async fn changes(State(n): State<Nokut>, headers: HeaderMap, Query(q): Query<Cha
     if !n.key_ok(&headers) {
         return unauthorized();
     }
-    n.tick().await;
+    n.advance();
     let after = q.etter.unwrap_or(0);
     let limit = q.antall.unwrap_or(100).clamp(1, 1000);
     let db = n.db();

@@ -383,3 +383,20 @@ async fn state_and_reset() {
     assert_eq!(state["personforhold"], json!([]));
     assert_eq!(m.get(&token, "/endringer").await.status(), StatusCode::UNAUTHORIZED, "tokens are forgotten too");
 }
+
+#[tokio::test]
+async fn dates_must_be_zero_padded_and_an_ended_measure_stays_ended() {
+    let m = Mock::start().await;
+    let token = m.token().await;
+    let mut unpadded = relation(FNR);
+    unpadded["DATO_FRA"] = json!("2026-1-5 0:0:0");
+    let r = m.post(&token, "/personforhold", unpadded).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.json::<Value>().await.unwrap()["message"].as_str().unwrap().starts_with("ORA-01861"));
+
+    let body = json!({ "fodselsnr": FNR, "tiltakskode": "ARBTREN", "arbgiv_orgnr": "889640782", "dato_fra": "2026-03-01 00:00:00" });
+    let id = m.admin("/admin/caseworker/tiltak", body).await.json::<Value>().await.unwrap()["TILTAKDELTAKER_ID"].as_i64().unwrap();
+    let end = json!({ "deltakerstatuskode": "FULLF", "aarsakverdikode": "BEGA", "dato_til": "2026-05-31 00:00:00" });
+    assert_eq!(m.admin(&format!("/admin/caseworker/tiltakdeltaker/{id}/avslutt"), end.clone()).await.status(), StatusCode::OK);
+    assert_eq!(m.admin(&format!("/admin/caseworker/tiltakdeltaker/{id}/avslutt"), end).await.status(), StatusCode::CONFLICT);
+}

@@ -248,3 +248,28 @@ async fn an_end_needs_its_reason() {
     let (status, body) = m.put("/deltakelser/999/avslutning", end).await;
     assert_eq!((status, element(&body, "Kode").as_deref()), (StatusCode::NOT_FOUND, Some("NIR-E404")));
 }
+
+#[tokio::test]
+async fn stops_are_idempotent_and_dates_are_strict() {
+    let m = Mock::start().await;
+    let id = registered(&m).await;
+    let stop = "<Stans><Type>MIDLERTIDIG</Type><Fra>2026-05-01</Fra><Til>2026-06-01</Til></Stans>";
+    m.post(&format!("/deltakelser/{id}/stans"), stop).await;
+    let (status, body) = m.post(&format!("/deltakelser/{id}/stans"), stop).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.matches("<Stans>").count(), 1, "a retry replaces: {body}");
+    let (status, body) = m.post(&format!("/deltakelser/{id}/stans"), "<Stans><Type>MIDLERTIDIG</Type><Fra>2026-05-01</Fra><Til>2026-04-01</Til></Stans>").await;
+    assert_eq!((status, element(&body, "Kode").as_deref()), (StatusCode::UNPROCESSABLE_ENTITY, Some("NIR-E106")));
+    let (status, body) = m.post("/deltakelser", &deltakelse("0301", "2026-1-5", "2028-01-04")).await;
+    assert_eq!((status, element(&body, "Kode").as_deref()), (StatusCode::UNPROCESSABLE_ENTITY, Some("NIR-E100")));
+}
+
+#[tokio::test]
+async fn a_kommune_bound_user_cannot_take_over_another_kommunes_registration() {
+    let m = Mock::start().await;
+    registered(&m).await; // held by 0301
+    let takeover = deltakelse("4601", "2026-01-05", "2028-01-04");
+    let (status, body) = m.send(reqwest::Method::POST, "/deltakelser", ("bergen", "pw"), &takeover).await;
+    assert_eq!((status, element(&body, "Kode").as_deref()), (StatusCode::FORBIDDEN, Some("NIR-E002")));
+    assert_eq!(m.nir.state()["deltakelser"][0]["Kommunenummer"], "0301");
+}

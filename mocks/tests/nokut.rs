@@ -287,3 +287,60 @@ async fn a_failing_callback_is_recorded_and_polling_still_sees_the_change() {
         m.http.get(m.url("/endringer")).header("x-api-key", KEY).send().await.unwrap().json().await.unwrap();
     assert_eq!(feed["endringer"][0]["status"], "UNDER_BEHANDLING");
 }
+
+#[tokio::test]
+async fn documents_change_course_only_for_a_case_waiting_for_them() {
+    let m = Mock::start().await;
+    let statement = opened(&m, application("KVALIFIKASJONSVURDERING", "SY", false)).await;
+    let complete = opened(&m, application("FAGSKOLE", "UA", true)).await;
+    for nr in [&statement, &complete] {
+        let r =
+            m.http.post(m.url(&format!("/saker/{nr}/dokumentasjon"))).header("x-api-key", KEY).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    m.days(30).await;
+    let s = m.case(&statement).await;
+    assert_eq!((s["status"].as_str(), &s["vedtak"]), (Some("UTTALELSE"), &Value::Null), "still a statement");
+    m.days(30).await;
+    assert_eq!(m.case(&complete).await["status"], "VEDTAK", "not postponed by the documents call");
+}
+
+#[tokio::test]
+async fn a_receiver_may_call_back_while_its_webhook_is_in_flight() {
+    // The receiver reads the case before it answers the webhook.
+    let m = Mock::start().await;
+    let api = m.url("");
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = seen.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move |body: Bytes| {
+            let (api, sink) = (api.clone(), sink.clone());
+            async move {
+                let event: Value = serde_json::from_slice(&body).unwrap();
+                let nr = event["saksnummer"].as_str().unwrap();
+                let case: Value = Client::new()
+                    .get(format!("{api}/saker/{nr}"))
+                    .header("x-api-key", KEY)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                sink.lock().unwrap().push(case["status"].as_str().unwrap().to_owned());
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    m.http.post(m.url("/webhooks")).header("x-api-key", KEY).json(&json!({ "url": hook })).send().await.unwrap();
+    opened(&m, application("FAGSKOLE", "UA", true)).await;
+    let started = std::time::Instant::now();
+    m.days(2).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(4), "no wait for a lock");
+    assert_eq!(*seen.lock().unwrap(), ["UNDER_BEHANDLING"]);
+    assert_eq!(m.nokut.state()["leveringer"][0]["status"], 200);
+}

@@ -200,6 +200,10 @@ async fn change_status(State(arena): State<Arena>, Path(id): Path<i64>, Json(c):
 /// Ends a participation, e.g. FULLF or DELAVB with reason BEGA (began in work).
 async fn end_measure(State(arena): State<Arena>, Path(id): Path<i64>, Json(c): Json<StatusChange>) -> Response {
     const ENDING: &[&str] = &["FULLF", "DELAVB", "GJENN_AVB", "GJENN_AVL", "IKKEM"];
+    let current = arena.db().tiltakdeltaker_mut(id).map(|r| r["DELTAKERSTATUSKODE"].as_str().unwrap_or("").to_owned());
+    if current.as_deref().is_some_and(|s| ENDING.contains(&s)) {
+        return ords_error(StatusCode::CONFLICT, "ORA-20040: deltakelsen er allerede avsluttet");
+    }
     if !ENDING.contains(&c.deltakerstatuskode.as_str()) {
         return bad(format!("an ending DELTAKERSTATUSKODE is required: {}", ENDING.join(", ")));
     }

@@ -325,6 +325,8 @@ struct AktivitetBody {
     til_dato: Option<String>,
     status: String,
     ansvarlig: String,
+    /// On create: REG_USER. On update Arena records MOD_USER.
+    #[serde(alias = "MOD_USER")]
     reg_user: Option<String>,
 }
 

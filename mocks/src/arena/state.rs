@@ -17,7 +17,11 @@ pub fn arena_date(t: DateTime<Utc>) -> String {
 
 /// Parses an Arena date, answering like Oracle when it does not fit.
 pub fn parse_arena_date(s: &str) -> Result<NaiveDateTime, String> {
-    NaiveDateTime::parse_from_str(s, DATE_FORMAT)
+    // Oracle's TO_DATE with this mask wants every field zero-padded.
+    Some(s)
+        .filter(|s| s.len() == 19)
+        .and_then(|s| NaiveDateTime::parse_from_str(s, DATE_FORMAT).ok())
+        .ok_or(())
         .map_err(|_| "ORA-01861: literal does not match format string (expected yyyy-MM-dd HH:mm:ss)".to_owned())
 }
 

@@ -123,7 +123,11 @@ fn xml_response<T: Serialize>(status: StatusCode, doc: &T) -> Response {
 }
 
 fn date(value: &str, felt: &'static str) -> Result<NaiveDate, Refusal> {
-    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+    // xs:date without a time zone: exactly ÅÅÅÅ-MM-DD, zero-padded.
+    Some(value)
+        .filter(|v| v.len() == 10)
+        .and_then(|v| NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
+        .ok_or(())
         .map_err(|_| Refusal::invalid("NIR-E100", format!("Ugyldig dato i {felt}; bruk formatet ÅÅÅÅ-MM-DD"), felt))
 }
 
@@ -313,6 +317,18 @@ async fn register(State(nir): State<Nir>, headers: HeaderMap, body: Bytes) -> Re
     {
         return Err(Refusal::invalid("NIR-E106", "Planlagt sluttdato er før startdato", "Periode/PlanlagtSluttdato"));
     }
+    if let Some(h) = &d.hurtigspor {
+        one_of(&h.status, HURTIGSPOR_STATUSES, "Hurtigspor/Status")?;
+        if let Some(fra) = &h.fra {
+            date(fra, "Hurtigspor/Fra")?;
+        }
+    }
+    // Measures, leave, stops and the end are registered through their own
+    // resources, where they are validated; here they are ignored.
+    d.tiltaksliste = None;
+    d.permisjoner = None;
+    d.stansliste = None;
+    d.avslutning = None;
     let now = nir.common.clock.now().format("%Y-%m-%dT%H:%M:%S").to_string();
     let mut db = nir.db();
     let existing = db
@@ -330,6 +346,13 @@ async fn register(State(nir): State<Nir>, headers: HeaderMap, body: Bytes) -> Re
             "Perioden overlapper en annen registrert periode for personen",
             "Periode",
         ));
+    }
+    if let Some(i) = existing {
+        // An update must be allowed for the kommune that holds it, too.
+        let held_by = db.deltakelser[i].kommunenummer.clone();
+        drop(db);
+        nir.authorize(&headers, Some(&held_by))?;
+        db = nir.db();
     }
     let (status, kind) = match existing {
         Some(i) => {
@@ -488,12 +511,20 @@ async fn add_stans(
             return Err(Refusal::invalid("NIR-E108", "Midlertidig stans krever til-dato", "Stans/Til"));
         };
         let til = date(til, "Stans/Til")?;
-        if til < fra || til > fra.checked_add_months(chrono::Months::new(3)).unwrap_or(NaiveDate::MAX) {
+        if til < fra {
+            return Err(Refusal::invalid("NIR-E106", "Til-dato er før fra-dato", "Stans/Til"));
+        }
+        if til > fra.checked_add_months(chrono::Months::new(3)).unwrap_or(NaiveDate::MAX) {
             return Err(Refusal::invalid("NIR-E109", "Midlertidig stans kan vare høyst tre måneder", "Stans/Til"));
         }
     }
     nir.change(&headers, id, "stans.added", |d| {
-        d.stansliste.get_or_insert_with(Stansliste::default).stans.push(s);
+        // Idempotent by natural key (type and start): a retry replaces.
+        let list = &mut d.stansliste.get_or_insert_with(Stansliste::default).stans;
+        match list.iter_mut().find(|x| x.type_ == s.type_ && x.fra == s.fra) {
+            Some(existing) => *existing = s,
+            None => list.push(s),
+        }
         Ok(())
     })
 }
