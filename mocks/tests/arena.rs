@@ -395,8 +395,41 @@ async fn dates_must_be_zero_padded_and_an_ended_measure_stays_ended() {
     assert!(r.json::<Value>().await.unwrap()["message"].as_str().unwrap().starts_with("ORA-01861"));
 
     let body = json!({ "fodselsnr": FNR, "tiltakskode": "ARBTREN", "arbgiv_orgnr": "889640782", "dato_fra": "2026-03-01 00:00:00" });
-    let id = m.admin("/admin/caseworker/tiltak", body).await.json::<Value>().await.unwrap()["TILTAKDELTAKER_ID"].as_i64().unwrap();
+    let id = m.admin("/admin/caseworker/tiltak", body).await.json::<Value>().await.unwrap()["TILTAKDELTAKER_ID"]
+        .as_i64()
+        .unwrap();
     let end = json!({ "deltakerstatuskode": "FULLF", "aarsakverdikode": "BEGA", "dato_til": "2026-05-31 00:00:00" });
-    assert_eq!(m.admin(&format!("/admin/caseworker/tiltakdeltaker/{id}/avslutt"), end.clone()).await.status(), StatusCode::OK);
-    assert_eq!(m.admin(&format!("/admin/caseworker/tiltakdeltaker/{id}/avslutt"), end).await.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        m.admin(&format!("/admin/caseworker/tiltakdeltaker/{id}/avslutt"), end.clone()).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        m.admin(&format!("/admin/caseworker/tiltakdeltaker/{id}/avslutt"), end).await.status(),
+        StatusCode::CONFLICT
+    );
+}
+
+#[tokio::test]
+async fn unknown_ids_are_not_found_in_ords_style() {
+    let m = Mock::start().await;
+    let token = m.token().await;
+    for path in ["/arbeidsgivere/1", "/aktivitetsplan/1/aktiviteter", "/personer/1"] {
+        let r = m.get(&token, path).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "NotFound");
+        assert!(body["type"].as_str().unwrap().starts_with("tag:oracle.com"));
+    }
+    let row: Value = m.post(&token, "/personforhold", relation(FNR)).await.json().await.unwrap();
+    let activity =
+        json!({ "TITTEL": "x", "FRA_DATO": "2026-02-01 00:00:00", "STATUS": "PLANLAGT", "ANSVARLIG": "NAV" });
+    let r = m
+        .http
+        .put(m.api(&format!("/aktivitetsplan/{}/aktiviteter/1", row["PERSON_ID"])))
+        .bearer_auth(&token)
+        .json(&activity)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }

@@ -258,7 +258,12 @@ async fn stops_are_idempotent_and_dates_are_strict() {
     let (status, body) = m.post(&format!("/deltakelser/{id}/stans"), stop).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body.matches("<Stans>").count(), 1, "a retry replaces: {body}");
-    let (status, body) = m.post(&format!("/deltakelser/{id}/stans"), "<Stans><Type>MIDLERTIDIG</Type><Fra>2026-05-01</Fra><Til>2026-04-01</Til></Stans>").await;
+    let (status, body) = m
+        .post(
+            &format!("/deltakelser/{id}/stans"),
+            "<Stans><Type>MIDLERTIDIG</Type><Fra>2026-05-01</Fra><Til>2026-04-01</Til></Stans>",
+        )
+        .await;
     assert_eq!((status, element(&body, "Kode").as_deref()), (StatusCode::UNPROCESSABLE_ENTITY, Some("NIR-E106")));
     let (status, body) = m.post("/deltakelser", &deltakelse("0301", "2026-1-5", "2028-01-04")).await;
     assert_eq!((status, element(&body, "Kode").as_deref()), (StatusCode::UNPROCESSABLE_ENTITY, Some("NIR-E100")));

@@ -344,3 +344,27 @@ async fn a_receiver_may_call_back_while_its_webhook_is_in_flight() {
     assert_eq!(*seen.lock().unwrap(), ["UNDER_BEHANDLING"]);
     assert_eq!(m.nokut.state()["leveringer"][0]["status"], 200);
 }
+
+#[tokio::test]
+async fn unknown_cases_bad_outcomes_and_bad_callback_urls() {
+    let m = Mock::start().await;
+    let r = m.http.get(m.url("/saker/2026-999999")).header("x-api-key", KEY).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.json::<Value>().await.unwrap()["feil"], "ukjent_sak");
+    let nr = opened(&m, application("FAGSKOLE", "UA", true)).await;
+    let admin = format!("{}/admin/saker/{nr}/utfall", m.running.url());
+    assert_eq!(
+        m.http.post(&admin).json(&json!({ "utfall": "KANSKJE" })).send().await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    let r = m
+        .http
+        .post(m.url("/webhooks"))
+        .header("x-api-key", KEY)
+        .json(&json!({ "url": "ftp://x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json::<Value>().await.unwrap()["feil"], "ugyldig_url");
+}
