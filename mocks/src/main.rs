@@ -7,7 +7,7 @@ use hurtigspor_mocks::{
     arena::{self, Arena, ArenaConfig},
     nir::{self, Nir, NirConfig},
     nokut::{self, Nokut, NokutConfig},
-    server::RunningMock,
+    server::{MockSystem, RunningMock},
 };
 
 #[derive(Parser, Debug)]

@@ -12,7 +12,7 @@
 //! - qualifications assessment: MOTTATT, UNDER_BEHANDLING (2), UTTALELSE (30),
 //!   a statement and not a decision.
 
-use crate::server::{Common, RunningMock, admin_routes, serve};
+use crate::server::{Common, MockSystem, RunningMock};
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
@@ -29,7 +29,6 @@ use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
-use tokio::net::TcpListener;
 
 pub const BASE: &str = "/api/v1";
 pub const SIGNATURE_HEADER: &str = "X-Nokut-Signature";
@@ -187,33 +186,28 @@ impl Nokut {
     fn db(&self) -> std::sync::MutexGuard<'_, NokutState> {
         self.db.lock().expect("nokut state lock")
     }
+}
 
-    pub fn state(&self) -> Value {
+impl MockSystem for Nokut {
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn state(&self) -> Value {
         serde_json::to_value(&*self.db()).expect("state serialises")
     }
 
-    pub fn reset(&self) {
+    fn clear_tables(&self) {
         *self.db() = NokutState::default();
-        self.common.effects.clear();
-        self.common.faults.clear();
-        self.common.clock.reset();
     }
 
-    pub fn router(&self) -> Router {
+    fn routes(&self) -> Router {
         Router::new()
             .route(&format!("{BASE}/saker"), post(open_case))
             .route(&format!("{BASE}/saker/{{nr}}"), get(get_case))
             .route(&format!("{BASE}/saker/{{nr}}/dokumentasjon"), post(documents))
             .route(&format!("{BASE}/endringer"), get(changes))
             .route(&format!("{BASE}/webhooks"), post(register_webhook))
-            .route("/admin/state", get(|State(n): State<Nokut>| async move { Json(n.state()) }))
-            .route(
-                "/admin/reset",
-                post(|State(n): State<Nokut>| async move {
-                    n.reset();
-                    StatusCode::NO_CONTENT
-                }),
-            )
             .route("/admin/saker/{nr}/utfall", post(preset_outcome))
             .route(
                 "/admin/tick",
@@ -223,14 +217,14 @@ impl Nokut {
                 }),
             )
             .with_state(self.clone())
-            .merge(admin_routes(self.common.clone()))
     }
+}
 
+impl Nokut {
     /// Serves the mock and moves cases along the virtual clock in the
     /// background (every 200 ms), delivering webhooks as they change.
     pub async fn spawn(&self, addr: &str) -> std::io::Result<RunningMock> {
-        let listener = TcpListener::bind(addr).await?;
-        let running = serve(listener, self.router(), self.common.clone())?;
+        let running = MockSystem::spawn(self, addr).await?;
         let ticker = self.clone();
         let weak = Arc::downgrade(&self.db);
         tokio::spawn(async move {

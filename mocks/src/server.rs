@@ -38,6 +38,55 @@ impl Common {
         let clock = VirtualClock::new();
         Self { faults: Arc::new(Faults::new(seed, clock.clone())), clock, effects: EffectLog::default() }
     }
+
+    /// Forgets effects and faults and puts the clock back to real time.
+    pub fn reset(&self) {
+        self.effects.clear();
+        self.faults.clear();
+        self.clock.reset();
+    }
+}
+
+/// What every mock system offers: its routes, its tables for inspection,
+/// and a reset.
+pub trait MockSystem: Clone + Send + Sync + 'static {
+    fn common(&self) -> &Common;
+
+    /// The system's own routes (admin routes are added by [`MockSystem::app`]).
+    fn routes(&self) -> Router;
+
+    /// Every table, as `/admin/state` shows it.
+    fn state(&self) -> serde_json::Value;
+
+    /// Forgets the tables.
+    fn clear_tables(&self);
+
+    /// Forgets everything: tables, effects, faults, clock offset.
+    fn reset(&self) {
+        self.clear_tables();
+        self.common().reset();
+    }
+
+    /// The routes plus `/admin/state`, `/admin/reset` and the shared admin API.
+    fn app(&self) -> Router {
+        let inspect = Router::new()
+            .route("/admin/state", get(|State(m): State<Self>| async move { Json(m.state()) }))
+            .route(
+                "/admin/reset",
+                post(|State(m): State<Self>| async move {
+                    m.reset();
+                    StatusCode::NO_CONTENT
+                }),
+            )
+            .with_state(self.clone());
+        self.routes().merge(inspect).merge(admin_routes(self.common().clone()))
+    }
+
+    /// Serves the system on `addr` (port 0 picks a free port).
+    fn spawn(&self, addr: &str) -> impl std::future::Future<Output = std::io::Result<RunningMock>> + Send {
+        let (app, common, addr) = (self.app(), self.common().clone(), addr.to_owned());
+        async move { serve(TcpListener::bind(addr).await?, app, common) }
+    }
 }
 
 /// A mock serving on a port until stopped (or dropped).

@@ -3,7 +3,7 @@
 use hurtigspor_mocks::{
     arena::{Arena, ArenaConfig, BASE},
     faults::{Fault, FaultRule},
-    server::RunningMock,
+    server::{MockSystem, RunningMock},
 };
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};

@@ -3,7 +3,7 @@
 
 use hurtigspor_mocks::{
     nir::{BASE, Nir, NirConfig, NirUser, ROLE_INTRO},
-    server::RunningMock,
+    server::{MockSystem, RunningMock},
 };
 use reqwest::{Client, StatusCode};
 

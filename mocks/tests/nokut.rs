@@ -5,7 +5,7 @@ use axum::{Router, body::Bytes, http::HeaderMap, routing::post};
 use hmac::{Hmac, Mac};
 use hurtigspor_mocks::{
     nokut::{BASE, Nokut, NokutConfig},
-    server::RunningMock,
+    server::{MockSystem, RunningMock},
 };
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};

@@ -11,7 +11,7 @@ use axum::{
     extract::{Path, State},
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::post,
 };
 use chrono::Datelike;
 use serde::Deserialize;
@@ -19,14 +19,6 @@ use serde_json::{Value, json};
 
 pub(super) fn routes() -> Router<Arena> {
     Router::new()
-        .route("/admin/state", get(|State(a): State<Arena>| async move { Json(a.state()) }))
-        .route(
-            "/admin/reset",
-            post(|State(a): State<Arena>| async move {
-                a.reset();
-                StatusCode::NO_CONTENT
-            }),
-        )
         .route("/admin/persons", post(add_person))
         .route("/admin/caseworker/tiltak", post(start_measure))
         .route("/admin/caseworker/tiltakdeltaker/{id}/status", post(change_status))

@@ -9,7 +9,7 @@
 mod caseworker;
 pub mod state;
 
-use crate::server::{Common, RunningMock, admin_routes, serve};
+use crate::server::{Common, MockSystem};
 use axum::{
     Form, Json, Router,
     extract::{Path, Query, Request, State},
@@ -24,7 +24,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use state::{AKTIVITET_STATUSES, ANSVARLIG, Aktivitet, ArenaState, Personforhold, arena_date, parse_arena_date};
 use std::sync::{Arc, Mutex};
-use tokio::net::TcpListener;
 
 /// The base path of the REST layer.
 pub const BASE: &str = "/ords/arena/api/v1";
@@ -68,21 +67,27 @@ impl Arena {
         self.db.lock().expect("arena state lock")
     }
 
-    /// A snapshot of every table and the feed, as `/admin/state` shows it.
-    pub fn state(&self) -> Value {
+    fn record(&self, kind: &str, detail: Value) {
+        self.common.effects.record(self.common.clock.now(), kind, detail);
+    }
+}
+
+impl MockSystem for Arena {
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    /// A snapshot of every table and the feed.
+    fn state(&self) -> Value {
         serde_json::to_value(&*self.db()).expect("state serialises")
     }
 
-    /// Forgets everything: tables, feed, tokens, effects, faults, clock.
-    pub fn reset(&self) {
+    /// Forgets tables, feed and tokens.
+    fn clear_tables(&self) {
         *self.db() = ArenaState::default();
-        self.common.effects.clear();
-        self.common.faults.clear();
-        self.common.clock.reset();
     }
 
-    /// The routes, with admin routes; serve them with [`Arena::spawn`].
-    pub fn router(&self) -> Router {
+    fn routes(&self) -> Router {
         let api = Router::new()
             .route(&format!("{BASE}/personer/sok"), post(search_person))
             .route(&format!("{BASE}/personer/{{person_id}}"), get(get_person))
@@ -96,22 +101,7 @@ impl Arena {
             .route(&format!("{BASE}/arbeidsgivere/{{id}}"), get(get_arbeidsgiver))
             .route(&format!("{BASE}/endringer"), get(feed))
             .route_layer(middleware::from_fn_with_state(self.clone(), require_token));
-        Router::new()
-            .route("/oauth/token", post(token))
-            .merge(api)
-            .merge(caseworker::routes())
-            .with_state(self.clone())
-            .merge(admin_routes(self.common.clone()))
-    }
-
-    /// Serves the mock on `addr` (port 0 picks a free port).
-    pub async fn spawn(&self, addr: &str) -> std::io::Result<RunningMock> {
-        let listener = TcpListener::bind(addr).await?;
-        serve(listener, self.router(), self.common.clone())
-    }
-
-    fn record(&self, kind: &str, detail: Value) {
-        self.common.effects.record(self.common.clock.now(), kind, detail);
+        Router::new().route("/oauth/token", post(token)).merge(api).merge(caseworker::routes()).with_state(self.clone())
     }
 }
 

@@ -9,9 +9,9 @@
 
 pub mod xml;
 
-use crate::server::{Common, RunningMock, admin_routes, serve};
+use crate::server::{Common, MockSystem};
 use axum::{
-    Json, Router,
+    Router,
     body::Bytes,
     extract::{Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -25,7 +25,6 @@ use std::{
     collections::HashSet,
     sync::{Arc, Mutex},
 };
-use tokio::net::TcpListener;
 use xml::{
     Avslutning, Deltakelse, Deltakelser, Feil, Hurtigspor, NAMESPACE, Permisjoner, Sok, Stans, Stansliste,
     Tiltaksliste, from_xml, to_xml,
@@ -158,19 +157,22 @@ impl Nir {
     fn db(&self) -> std::sync::MutexGuard<'_, NirState> {
         self.db.lock().expect("nir state lock")
     }
+}
 
-    pub fn state(&self) -> serde_json::Value {
+impl MockSystem for Nir {
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn state(&self) -> serde_json::Value {
         serde_json::to_value(&*self.db()).expect("state serialises")
     }
 
-    pub fn reset(&self) {
+    fn clear_tables(&self) {
         *self.db() = NirState::default();
-        self.common.effects.clear();
-        self.common.faults.clear();
-        self.common.clock.reset();
     }
 
-    pub fn router(&self) -> Router {
+    fn routes(&self) -> Router {
         Router::new()
             .route(&format!("{BASE}/deltakelser"), post(register))
             .route(&format!("{BASE}/deltakelser/sok"), post(search))
@@ -180,23 +182,11 @@ impl Nir {
             .route(&format!("{BASE}/deltakelser/{{id}}/permisjoner"), put(put_permisjoner))
             .route(&format!("{BASE}/deltakelser/{{id}}/stans"), post(add_stans))
             .route(&format!("{BASE}/deltakelser/{{id}}/avslutning"), put(put_avslutning))
-            .route("/admin/state", get(|State(n): State<Nir>| async move { Json(n.state()) }))
-            .route(
-                "/admin/reset",
-                post(|State(n): State<Nir>| async move {
-                    n.reset();
-                    StatusCode::NO_CONTENT
-                }),
-            )
             .with_state(self.clone())
-            .merge(admin_routes(self.common.clone()))
     }
+}
 
-    pub async fn spawn(&self, addr: &str) -> std::io::Result<RunningMock> {
-        let listener = TcpListener::bind(addr).await?;
-        serve(listener, self.router(), self.common.clone())
-    }
-
+impl Nir {
     /// The caller, if the credentials match a user.
     fn authenticate(&self, headers: &HeaderMap) -> Result<NirUser, Refusal> {
         let credentials = headers
