@@ -1,1 +1,66 @@
-pub fn placeholder() {}
+//! Adapters: one module per target system, each with its wire types, its
+//! translation from the canonical `hurtigspor.v1` model (pure functions,
+//! golden-tested) and its HTTP client. The gateway drives them through the
+//! [`Target`] trait; retry, backoff and circuit breaking wrap a target
+//! instead of being written into each.
+
+pub mod arena;
+
+use async_trait::async_trait;
+use hurtigspor_proto::v1::Participant;
+use std::time::Duration;
+
+/// One delivery of a participant's state to a target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The opaque participant id (never the national id).
+    pub participant_id: String,
+    /// The canonical version being delivered.
+    pub version: i64,
+    /// Sent to the target as `X-Correlation-ID`, to trace a delivery across
+    /// systems.
+    pub correlation_id: String,
+}
+
+/// What a reconcile did to the target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The operations applied, e.g. `personforhold.create`; empty when the
+    /// target already held the desired state.
+    pub operations: Vec<String>,
+}
+
+/// Why a delivery failed, and whether trying again can help.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// The target could not take it now (5xx, timeout, dropped connection,
+    /// unreadable answer, a token storm): try again with backoff.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// The target asked us to wait (429 with Retry-After).
+    #[error("throttled: retry after {0:?}")]
+    RetryAfter(Duration),
+    /// The target refuses the data itself: retrying the same data will fail
+    /// the same way. Needs a fix in the record or the target.
+    #[error("rejected: {0}")]
+    Permanent(String),
+}
+
+impl TargetError {
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Permanent(_))
+    }
+}
+
+/// A system the gateway keeps in step with the canonical record.
+#[cfg_attr(any(test, feature = "testsuite"), mockall::automock)]
+#[async_trait]
+pub trait Target: Send + Sync {
+    /// `"arena"`, `"nir"` or `"nokut"`.
+    fn name(&self) -> &'static str;
+
+    /// Reads what the target holds for this participant, and applies the
+    /// operations that bring it to what the canonical record implies. Safe to
+    /// repeat: a second call with the same record applies nothing.
+    async fn reconcile(&self, participant: &Participant, delivery: &Delivery) -> Result<Applied, TargetError>;
+}
