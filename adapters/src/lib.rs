@@ -5,6 +5,7 @@
 //! instead of being written into each.
 
 pub mod arena;
+pub mod nir;
 
 use async_trait::async_trait;
 use hurtigspor_proto::v1::Participant;
