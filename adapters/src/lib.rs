@@ -6,6 +6,7 @@
 
 pub mod arena;
 pub mod nir;
+pub mod nokut;
 
 use async_trait::async_trait;
 use hurtigspor_proto::v1::Participant;
@@ -29,6 +30,20 @@ pub struct Applied {
     /// The operations applied, e.g. `personforhold.create`; empty when the
     /// target already held the desired state.
     pub operations: Vec<String>,
+    /// Identifiers the target assigned to our records, for the canonical
+    /// record to keep (e.g. NOKUT's case number of a recognition case).
+    pub references: Vec<Reference>,
+}
+
+/// A target's identifier for one of our records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    /// What kind of record, e.g. `recognition_case`.
+    pub kind: &'static str,
+    /// Our id of it (e.g. the recognition case's `id`).
+    pub local_id: String,
+    /// The target's id of it (e.g. NOKUT's case number).
+    pub remote_id: String,
 }
 
 /// Why a delivery failed, and whether trying again can help.
