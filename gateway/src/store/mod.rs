@@ -114,6 +114,41 @@ pub struct ChangeRecord {
     pub snapshot: Participant,
 }
 
+/// One piece of outbound work: bring `target` up to date with a participant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncTask {
+    pub target: String,
+    pub participant_id: String,
+    /// The version the target must reach (the latest, when claimed).
+    pub desired_version: i64,
+    /// Failed attempts so far.
+    pub attempts: i64,
+}
+
+/// How a delivery went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// The target holds this version now.
+    Delivered { version: i64 },
+    /// Try again at `at`.
+    Retry { error: String, at: chrono::DateTime<chrono::Utc> },
+    /// Give up until someone replays it.
+    Failed { error: String },
+}
+
+/// Where one target stands for one participant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncStatus {
+    pub target: String,
+    pub participant_id: String,
+    pub desired_version: i64,
+    pub delivered_version: i64,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
 #[cfg_attr(any(test, feature = "testsuite"), mockall::automock)]
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -133,6 +168,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Change log entries after `after`, oldest first.
     async fn changes(&self, after: i64, limit: usize) -> Result<Vec<ChangeRecord>, Error>;
+
+    /// Leases up to `limit` due sync tasks for `lease`; a task leased and not
+    /// finished in time becomes due again.
+    async fn claim_sync(&self, limit: usize, lease: std::time::Duration) -> Result<Vec<SyncTask>, Error>;
+
+    /// Records how a claimed task went.
+    async fn finish_sync(&self, task: SyncTask, outcome: SyncOutcome) -> Result<(), Error>;
+
+    /// Every target's state for one participant.
+    async fn sync_status(&self, participant_id: &str) -> Result<Vec<SyncStatus>, Error>;
+
+    /// Failed deliveries, oldest first.
+    async fn failed_syncs(&self, limit: usize) -> Result<Vec<SyncStatus>, Error>;
+
+    /// Makes failed deliveries due again (one participant's, or all);
+    /// returns how many.
+    async fn retry_failed_syncs(&self, participant_id: Option<String>) -> Result<usize, Error>;
 
     /// Finishes pending writes and releases the database.
     async fn close(&self);

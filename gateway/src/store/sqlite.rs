@@ -7,8 +7,8 @@
 //! connections, which WAL lets run beside the writer.
 
 use super::{
-    ChangeRecord, Committed, IdempotencyKey, ListPage, ListQuery, Mutation, NewParticipant, Origin, Store, etag_for,
-    resource_name,
+    ChangeRecord, Committed, IdempotencyKey, ListPage, ListQuery, Mutation, NewParticipant, Origin, Store, SyncOutcome,
+    SyncStatus, SyncTask, etag_for, resource_name,
 };
 use crate::error::Error;
 use async_trait::async_trait;
@@ -41,7 +41,10 @@ impl From<rusqlite::Error> for Error {
 }
 
 /// Versioned migrations, applied in order and recorded in `schema_migrations`.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
+    (2, "sync", include_str!("../../migrations/sqlite/0002_sync.sql")),
+];
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 256;
@@ -57,8 +60,18 @@ enum Job {
     Mutate(Box<Mutation>, Reply),
 }
 
+/// Which targets every accepted write must reach, and whom to wake when
+/// there is new work.
+#[derive(Clone, Default)]
+pub struct SyncConfig {
+    pub targets: Vec<String>,
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
 pub struct SqliteStore {
     path: PathBuf,
+    /// Sync bookkeeping (claims, outcomes) beside the group-commit writer.
+    sync_conn: Arc<Mutex<Connection>>,
     stats: Arc<WriteStats>,
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -83,6 +96,12 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies pending
     /// migrations and starts the writer.
     pub fn open(path: &Path) -> Result<(Self, MigrationReport), Error> {
+        Self::open_with_sync(path, SyncConfig::default())
+    }
+
+    /// Like [`SqliteStore::open`]; every accepted write also records, in
+    /// its own transaction, that each of `sync.targets` must reach it.
+    pub fn open_with_sync(path: &Path, sync: SyncConfig) -> Result<(Self, MigrationReport), Error> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Unavailable(format!("cannot create data directory {}: {e}", dir.display())))?;
@@ -94,11 +113,12 @@ impl SqliteStore {
         let writer_stats = Arc::clone(&stats);
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, &writer_stats))
+            .spawn(move || writer_loop(conn, rx, &writer_stats, &sync))
             .map_err(|e| Error::Internal(format!("cannot start writer thread: {e}")))?;
         Ok((
             Self {
                 path: path.to_owned(),
+                sync_conn: Arc::new(Mutex::new(open_connection(path, false)?)),
                 stats,
                 queue: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
@@ -124,6 +144,24 @@ impl SqliteStore {
         let (tx, rx) = oneshot::channel();
         queue.send(make(tx)).await.map_err(|_| Error::Unavailable("the writer has stopped".into()))?;
         rx.await.map_err(|_| Error::Internal("the writer dropped a write without answering".into()))?
+    }
+
+    /// Runs `f` in a transaction on the sync connection, on the blocking
+    /// pool (SQLite serialises it with the writer's commits).
+    async fn sync_write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let conn = Arc::clone(&self.sync_conn);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().expect("sync connection lock");
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("sync task failed: {e}")))?
     }
 
     /// Runs `f` on a pooled read connection on the blocking pool.
@@ -216,7 +254,7 @@ fn migrate(conn: &mut Connection) -> Result<MigrationReport, Error> {
 
 /// The writer: takes one job, then whatever else is already queued (up to
 /// `MAX_BATCH`), applies them in one transaction and answers after commit.
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, stats: &WriteStats) {
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, stats: &WriteStats, sync: &SyncConfig) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -227,9 +265,12 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, stats: &WriteS
             }
         }
         let size = batch.len() as u64;
-        if run_batch(&mut conn, &mut batch) {
+        if run_batch(&mut conn, &mut batch, &sync.targets) {
             stats.writes.fetch_add(size, Ordering::Relaxed);
             stats.commits.fetch_add(1, Ordering::Relaxed);
+            if !sync.targets.is_empty() {
+                sync.wake.notify_one();
+            }
         }
     }
     // Fold the WAL back into the database file so a stopped gateway leaves
@@ -241,7 +282,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, stats: &WriteS
 }
 
 /// Runs one batch in one transaction; returns whether it committed.
-fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>) -> bool {
+fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, targets: &[String]) -> bool {
     let mut jobs = batch.drain(..);
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
@@ -258,8 +299,8 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>) -> bool {
     let mut broken = None;
     for job in jobs.by_ref() {
         let (reply, step) = match job {
-            Job::Create(new, reply) => (reply, in_savepoint(&mut tx, |sp| apply_create(sp, *new, now))),
-            Job::Mutate(m, reply) => (reply, in_savepoint(&mut tx, |sp| apply_mutation(sp, *m, now))),
+            Job::Create(new, reply) => (reply, in_savepoint(&mut tx, |sp| apply_create(sp, *new, now, targets))),
+            Job::Mutate(m, reply) => (reply, in_savepoint(&mut tx, |sp| apply_mutation(sp, *m, now, targets))),
         };
         match step {
             Ok(result) => answers.push((reply, result)),
@@ -414,7 +455,34 @@ fn append_change(
     Ok(())
 }
 
-fn apply_create(conn: &Connection, new: NewParticipant, now: DateTime<Utc>) -> Result<Committed, Error> {
+/// Records that every target must reach `version` of the participant.
+fn mark_for_sync(
+    conn: &Connection,
+    targets: &[String],
+    id: &str,
+    version: i64,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let now = now_text(now);
+    for target in targets {
+        conn.execute(
+            "INSERT INTO sync_state (target, participant_id, desired_version, state, attempts, next_attempt_time, update_time)
+             VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4)
+             ON CONFLICT (target, participant_id) DO UPDATE SET
+                 desired_version = excluded.desired_version, state = 'pending', attempts = 0,
+                 next_attempt_time = excluded.next_attempt_time, last_error = NULL, update_time = excluded.update_time",
+            params![target, id, version, now],
+        )?;
+    }
+    Ok(())
+}
+
+fn apply_create(
+    conn: &Connection,
+    new: NewParticipant,
+    now: DateTime<Utc>,
+    targets: &[String],
+) -> Result<Committed, Error> {
     if let Some(key) = &new.idempotency
         && let Some(done) = replay(conn, key)?
     {
@@ -443,11 +511,12 @@ fn apply_create(conn: &Connection, new: NewParticipant, now: DateTime<Utc>) -> R
     if let Some(key) = &new.idempotency {
         remember(conn, key, &new.id, version, now)?;
     }
+    mark_for_sync(conn, targets, &new.id, version, now)?;
     p.national_id = new.national_id;
     Ok(Committed { participant: p, version, replayed: false })
 }
 
-fn apply_mutation(conn: &Connection, m: Mutation, now: DateTime<Utc>) -> Result<Committed, Error> {
+fn apply_mutation(conn: &Connection, m: Mutation, now: DateTime<Utc>, targets: &[String]) -> Result<Committed, Error> {
     if let Some(key) = &m.idempotency
         && let Some(done) = replay(conn, key)?
     {
@@ -491,7 +560,26 @@ fn apply_mutation(conn: &Connection, m: Mutation, now: DateTime<Utc>) -> Result<
     if let Some(key) = &m.idempotency {
         remember(conn, key, &m.id, version, now)?;
     }
+    mark_for_sync(conn, targets, &m.id, version, now)?;
     Ok(Committed { participant: p, version, replayed: false })
+}
+
+fn sync_rows(c: &Connection, filter: &str, args: impl rusqlite::Params) -> Result<Vec<SyncStatus>, Error> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT target, participant_id, desired_version, delivered_version, state, attempts, last_error FROM sync_state {filter}"
+    ))?;
+    let rows = stmt.query_map(args, |r| {
+        Ok(SyncStatus {
+            target: r.get(0)?,
+            participant_id: r.get(1)?,
+            desired_version: r.get(2)?,
+            delivered_version: r.get(3)?,
+            state: r.get(4)?,
+            attempts: r.get(5)?,
+            last_error: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 fn row_participant(record: Vec<u8>, national_id: String) -> Result<Participant, Error> {
@@ -597,6 +685,82 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn claim_sync(&self, limit: usize, lease: std::time::Duration) -> Result<Vec<SyncTask>, Error> {
+        self.sync_write(move |c| {
+            let now = Utc::now();
+            let lease_end = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+            let mut stmt = c.prepare_cached(
+                "UPDATE sync_state SET leased_until = ?1
+                 WHERE (target, participant_id) IN (
+                     SELECT target, participant_id FROM sync_state
+                     WHERE state = 'pending' AND next_attempt_time <= ?2 AND (leased_until IS NULL OR leased_until <= ?2)
+                     ORDER BY next_attempt_time LIMIT ?3)
+                 RETURNING target, participant_id, desired_version, attempts",
+            )?;
+            let rows = stmt.query_map(params![now_text(lease_end), now_text(now), limit as i64], |r| {
+                Ok(SyncTask { target: r.get(0)?, participant_id: r.get(1)?, desired_version: r.get(2)?, attempts: r.get(3)? })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn finish_sync(&self, task: SyncTask, outcome: SyncOutcome) -> Result<(), Error> {
+        self.sync_write(move |c| {
+            let now = now_text(Utc::now());
+            match outcome {
+                // Delivered up to `version`; if a newer version arrived in the
+                // meantime the row stays pending and is claimed again.
+                SyncOutcome::Delivered { version } => c.execute(
+                    "UPDATE sync_state SET delivered_version = max(delivered_version, ?3),
+                         state = CASE WHEN desired_version <= ?3 THEN 'delivered' ELSE 'pending' END,
+                         attempts = 0, leased_until = NULL, last_error = NULL, next_attempt_time = ?4, update_time = ?4
+                     WHERE target = ?1 AND participant_id = ?2",
+                    params![task.target, task.participant_id, version, now],
+                )?,
+                SyncOutcome::Retry { error, at } => c.execute(
+                    "UPDATE sync_state SET attempts = attempts + 1, leased_until = NULL, last_error = ?3,
+                         next_attempt_time = ?4, update_time = ?5
+                     WHERE target = ?1 AND participant_id = ?2 AND state = 'pending'",
+                    params![task.target, task.participant_id, error, now_text(at), now],
+                )?,
+                // A newer version may have come in while this one was tried:
+                // then it deserves its own chance instead of failing unseen.
+                SyncOutcome::Failed { error } => c.execute(
+                    "UPDATE sync_state SET attempts = attempts + 1, leased_until = NULL, last_error = ?4,
+                         state = CASE WHEN desired_version > ?3 THEN 'pending' ELSE 'failed' END, update_time = ?5
+                     WHERE target = ?1 AND participant_id = ?2",
+                    params![task.target, task.participant_id, task.desired_version, error, now],
+                )?,
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    async fn sync_status(&self, participant_id: &str) -> Result<Vec<SyncStatus>, Error> {
+        let id = participant_id.to_owned();
+        self.read(move |c| sync_rows(c, "WHERE participant_id = ?1 ORDER BY target", params![id])).await
+    }
+
+    async fn failed_syncs(&self, limit: usize) -> Result<Vec<SyncStatus>, Error> {
+        self.read(move |c| sync_rows(c, "WHERE state = 'failed' ORDER BY update_time LIMIT ?1", params![limit as i64]))
+            .await
+    }
+
+    async fn retry_failed_syncs(&self, participant_id: Option<String>) -> Result<usize, Error> {
+        self.sync_write(move |c| {
+            let now = now_text(Utc::now());
+            let changed = c.execute(
+                "UPDATE sync_state SET state = 'pending', attempts = 0, next_attempt_time = ?1, update_time = ?1
+                 WHERE state = 'failed' AND (?2 IS NULL OR participant_id = ?2)",
+                params![now, participant_id],
+            )?;
+            Ok(changed)
+        })
+        .await
+    }
+
     async fn close(&self) {
         // Dropping the sender lets the writer finish what is queued and stop.
         drop(self.queue.lock().expect("queue lock").take());
@@ -654,7 +818,7 @@ mod tests {
             batch.push(make(tx));
             receivers.push(rx);
         }
-        run_batch(conn, &mut batch);
+        run_batch(conn, &mut batch, &[]);
         receivers.into_iter().map(|mut rx| rx.try_recv().expect("every job is answered")).collect()
     }
 
@@ -768,7 +932,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
         let (store, report) = SqliteStore::open(&path).unwrap();
-        assert_eq!(report.applied, vec![1]);
+        assert_eq!(report.applied, vec![1, 2]);
         store.close().await;
         let (store, report) = SqliteStore::open(&path).unwrap();
         assert!(report.applied.is_empty());
@@ -788,6 +952,61 @@ mod tests {
         drop(conn);
         let err = SqliteStore::open(&path).err().unwrap();
         assert!(err.to_string().contains("newer gateway"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn every_write_queues_its_targets_and_deliveries_coalesce() {
+        use crate::store::{Store, SyncOutcome};
+        let dir = tempfile::tempdir().unwrap();
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let sync = SyncConfig { targets: vec!["arena".into(), "nir".into()], wake: wake.clone() };
+        let (store, _) = SqliteStore::open_with_sync(&dir.path().join("s.db"), sync).unwrap();
+        let lease = std::time::Duration::from_secs(30);
+        store.create(new_participant("a", 1)).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified())
+            .await
+            .expect("the commit wakes the dispatcher");
+        let tasks = store.claim_sync(10, lease).await.unwrap();
+        assert_eq!(
+            tasks.iter().map(|t| (t.target.as_str(), t.desired_version)).collect::<Vec<_>>(),
+            [("arena", 1), ("nir", 1)]
+        );
+        assert!(store.claim_sync(10, lease).await.unwrap().is_empty(), "leased");
+
+        // Two more writes while arena delivers version 1: one reconcile of the
+        // latest follows, not one per write.
+        store.finish_sync(tasks[1].clone(), SyncOutcome::Delivered { version: 1 }).await.unwrap();
+        store
+            .mutate(mutation("a", |p| {
+                p.given_name = "B".into();
+                Ok(())
+            }))
+            .await
+            .unwrap();
+        store
+            .mutate(mutation("a", |p| {
+                p.given_name = "C".into();
+                Ok(())
+            }))
+            .await
+            .unwrap();
+        store.finish_sync(tasks[0].clone(), SyncOutcome::Delivered { version: 1 }).await.unwrap();
+        let next = store.claim_sync(10, lease).await.unwrap();
+        assert_eq!(
+            next.iter().map(|t| (t.target.as_str(), t.desired_version)).collect::<Vec<_>>(),
+            [("arena", 3), ("nir", 3)]
+        );
+
+        // A permanent failure shows, and a replay makes it due again.
+        store.finish_sync(next[0].clone(), SyncOutcome::Failed { error: "ORA-20011".into() }).await.unwrap();
+        store.finish_sync(next[1].clone(), SyncOutcome::Delivered { version: 3 }).await.unwrap();
+        let status = store.sync_status("a").await.unwrap();
+        assert_eq!((status[0].state.as_str(), status[0].last_error.as_deref()), ("failed", Some("ORA-20011")));
+        assert_eq!((status[1].state.as_str(), status[1].delivered_version), ("delivered", 3));
+        assert_eq!(store.failed_syncs(10).await.unwrap().len(), 1);
+        assert_eq!(store.retry_failed_syncs(Some("a".into())).await.unwrap(), 1);
+        assert_eq!(store.claim_sync(10, lease).await.unwrap().len(), 1);
+        store.close().await;
     }
 
     #[tokio::test]
