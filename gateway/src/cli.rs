@@ -169,11 +169,15 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let gateway = Gateway::build(config, Clock::system()).await?;
     let addr = gateway.local_addr();
+    let mocks = gateway.mock_urls();
     if dev {
         println!("hurtigspor dev gateway");
         println!("  listening on http://{addr} (gRPC, plaintext; health and reflection on)");
         println!("  data in     {}", data_dir.display());
         println!("  DEV MODE: synthetic test identities are accepted. Never put real personal data here.");
+        for (name, url) in &mocks {
+            println!("  {name:<11} mock at {url} (in-process; state at {url}/admin/state)");
+        }
         println!("  try:        cargo run -- participants --server http://{addr} list");
         println!("              grpcurl -plaintext {addr} list");
         println!("  stop with Ctrl-C");

@@ -43,6 +43,44 @@ pub struct Config {
     pub programme: ProgrammeRules,
     pub limits: Limits,
     pub log: LogConfig,
+    pub targets: TargetsConfig,
+}
+
+/// The systems every accepted write is carried to.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetsConfig {
+    pub arena: Option<ArenaTarget>,
+    pub nir: Option<NirTarget>,
+    pub nokut: Option<NokutTarget>,
+    /// Dev mode only: start the Arena, NIR and NOKUT mocks in-process and
+    /// use them for every target not configured above.
+    pub in_process_mocks: bool,
+    /// Per request to a target, in seconds.
+    pub timeout_secs: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArenaTarget {
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NirTarget {
+    pub base_url: String,
+    pub username: String,
+    pub password: Secret,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NokutTarget {
+    pub base_url: String,
+    pub api_key: Secret,
 }
 
 impl Default for Config {
@@ -55,6 +93,7 @@ impl Default for Config {
             programme: ProgrammeRules::default(),
             limits: Limits::default(),
             log: LogConfig::default(),
+            targets: TargetsConfig { timeout_secs: 10, ..TargetsConfig::default() },
         }
     }
 }
@@ -178,6 +217,7 @@ impl Config {
             mode: Mode::Dev,
             data_dir: PathBuf::from(".hurtigspor-dev"),
             log: LogConfig { format: LogFormat::Text, filter: "info".to_owned() },
+            targets: TargetsConfig { in_process_mocks: true, timeout_secs: 10, ..TargetsConfig::default() },
             ..Self::default()
         }
     }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod keys;
 pub mod startup;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 
 pub use startup::Gateway;

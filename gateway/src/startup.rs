@@ -5,9 +5,25 @@ use crate::{
     config::{Config, Mode},
     domain::{national_id::IdMode, participant::Rules},
     keys::Keys,
-    store::{Store, sqlite::SqliteStore},
+    store::{
+        Store,
+        sqlite::{SqliteStore, SyncConfig},
+    },
+    sync::{Dispatcher, RetryPolicy},
 };
 use anyhow::Context;
+use hurtigspor_adapters::{
+    Target,
+    arena::{ArenaConfig, ArenaTarget},
+    nir::{NirConfig, NirTarget},
+    nokut::{NokutConfig, NokutTarget},
+};
+use hurtigspor_mocks::{
+    arena::Arena,
+    nir::Nir,
+    nokut::Nokut,
+    server::{MockSystem, RunningMock},
+};
 use hurtigspor_proto::v1::participant_service_server::ParticipantServiceServer;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
@@ -19,6 +35,70 @@ pub struct Gateway {
     store: Arc<SqliteStore>,
     api: ParticipantApi,
     config: Config,
+    dispatcher: Arc<Dispatcher>,
+    /// In-process mocks (dev mode), by system name.
+    mocks: Vec<(&'static str, RunningMock)>,
+}
+
+/// Targets from configuration; in dev mode the in-process mocks stand in for
+/// every target not configured.
+async fn targets(config: &Config) -> anyhow::Result<(Vec<Arc<dyn Target>>, Vec<(&'static str, RunningMock)>)> {
+    let t = &config.targets;
+    let timeout = Duration::from_secs(t.timeout_secs.max(1));
+    let mut mocks = Vec::new();
+    let use_mocks = config.mode == Mode::Dev && t.in_process_mocks;
+    let mut targets: Vec<Arc<dyn Target>> = Vec::new();
+    if let Some(a) = &t.arena {
+        targets.push(Arc::new(ArenaTarget::new(ArenaConfig {
+            base_url: a.base_url.clone(),
+            client_id: a.client_id.clone(),
+            client_secret: a.client_secret.expose().to_owned(),
+            timeout,
+        })));
+    } else if use_mocks {
+        let mock = Arena::new(Default::default());
+        let running = mock.spawn("127.0.0.1:0").await.context("cannot start the Arena mock")?;
+        let defaults = hurtigspor_mocks::arena::ArenaConfig::default();
+        targets.push(Arc::new(ArenaTarget::new(ArenaConfig {
+            base_url: running.url(),
+            client_id: defaults.client_id,
+            client_secret: defaults.client_secret,
+            timeout,
+        })));
+        mocks.push(("arena", running));
+    }
+    if let Some(n) = &t.nir {
+        targets.push(Arc::new(NirTarget::new(NirConfig {
+            base_url: n.base_url.clone(),
+            username: n.username.clone(),
+            password: n.password.expose().to_owned(),
+            timeout,
+        })));
+    } else if use_mocks {
+        let mock = Nir::new(Default::default());
+        let running = mock.spawn("127.0.0.1:0").await.context("cannot start the NIR mock")?;
+        targets.push(Arc::new(NirTarget::new(NirConfig {
+            base_url: running.url(),
+            username: "intro".into(),
+            password: "nir-dev-secret".into(),
+            timeout,
+        })));
+        mocks.push(("nir", running));
+    }
+    if let Some(n) = &t.nokut {
+        targets.push(Arc::new(NokutTarget::new(NokutConfig {
+            base_url: n.base_url.clone(),
+            api_key: n.api_key.expose().to_owned(),
+            timeout,
+        })));
+    } else if use_mocks {
+        let mock = Nokut::new(Default::default());
+        let running = mock.spawn("127.0.0.1:0").await.context("cannot start the NOKUT mock")?;
+        let key = hurtigspor_mocks::nokut::NokutConfig::default().api_key;
+        targets.push(Arc::new(NokutTarget::new(NokutConfig { base_url: running.url(), api_key: key, timeout })));
+        mocks.push(("nokut", running));
+    }
+    Ok((targets, mocks))
 }
 
 impl Gateway {
@@ -28,8 +108,11 @@ impl Gateway {
         config.validate()?;
         let keys = Keys::load(&config)?;
         let path = config.database_path();
-        let (store, report) =
-            SqliteStore::open(&path).with_context(|| format!("cannot open the database at {}", path.display()))?;
+        let (targets, mocks) = targets(&config).await?;
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let sync = SyncConfig { targets: targets.iter().map(|t| t.name().to_owned()).collect(), wake: wake.clone() };
+        let (store, report) = SqliteStore::open_with_sync(&path, sync)
+            .with_context(|| format!("cannot open the database at {}", path.display()))?;
         if !report.applied.is_empty() {
             tracing::info!(applied = ?report.applied, schema = report.current, "database migrated");
         }
@@ -46,11 +129,18 @@ impl Gateway {
             )
         })?;
         let addr = listener.local_addr()?;
-        Ok(Self { listener, addr, store, api, config })
+        let dispatcher =
+            Arc::new(Dispatcher::new(store.clone() as Arc<dyn Store>, targets, wake, RetryPolicy::default()));
+        Ok(Self { listener, addr, store, api, config, dispatcher, mocks })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The in-process mocks' base URLs (dev mode), by system name.
+    pub fn mock_urls(&self) -> Vec<(&'static str, String)> {
+        self.mocks.iter().map(|(name, m)| (*name, m.url())).collect()
     }
 
     /// Serves until `shutdown` completes, then drains in-flight requests and
@@ -73,6 +163,8 @@ impl Gateway {
             shutdown.await;
             reporter.set_not_serving::<ParticipantServiceServer<ParticipantApi>>().await;
         };
+        let (stop_dispatcher, stopped) = tokio::sync::watch::channel(false);
+        let dispatcher = tokio::spawn(Arc::clone(&self.dispatcher).run(stopped));
         tracing::info!(addr = %self.addr, mode = ?self.config.mode, "gateway listening");
         let result = Server::builder()
             .timeout(Duration::from_secs(limits.request_timeout_secs))
@@ -87,7 +179,12 @@ impl Gateway {
                 shutdown,
             )
             .await;
+        let _ = stop_dispatcher.send(true);
+        let _ = dispatcher.await;
         self.store.close().await;
+        for (_, mock) in self.mocks {
+            mock.stop().await;
+        }
         tracing::info!("gateway stopped");
         result.context("the gRPC server failed")
     }

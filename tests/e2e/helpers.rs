@@ -175,6 +175,8 @@ pub fn create_request(p: Participant) -> CreateParticipantRequest {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The in-process mocks' base URLs, by system name.
+    pub mocks: std::collections::HashMap<&'static str, String>,
     pub client: Client,
     pub dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
@@ -207,12 +209,13 @@ pub async fn spawn_with(dir: TempDir, config: Config) -> TestApp {
     capture_logs();
     let gateway = Gateway::build(config, Clock::system()).await.expect("gateway builds");
     let addr = gateway.local_addr();
+    let mocks = gateway.mock_urls().into_iter().collect();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(gateway.run(async move {
         let _ = rx.await;
     }));
     let client = connect(addr).await;
-    TestApp { addr, client, dir, shutdown: Some(tx), server: Some(server) }
+    TestApp { addr, mocks, client, dir, shutdown: Some(tx), server: Some(server) }
 }
 
 pub async fn connect(addr: SocketAddr) -> Client {
@@ -231,6 +234,24 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// A mock system's `/admin/state`.
+    pub async fn mock_state(&self, system: &str) -> serde_json::Value {
+        reqwest::get(format!("{}/admin/state", self.mocks[system])).await.unwrap().json().await.unwrap()
+    }
+
+    /// Waits (up to 10 s) until `check` holds for the mock's state; returns it.
+    pub async fn eventually(&self, system: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let state = self.mock_state(system).await;
+            if check(&state) {
+                return state;
+            }
+            assert!(std::time::Instant::now() < deadline, "{system} never reached the expected state: {state}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Stops the gateway gracefully and hands back its data directory.
     pub async fn stop(mut self) -> TempDir {
         if let Some(tx) = self.shutdown.take() {

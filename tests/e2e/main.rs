@@ -9,4 +9,5 @@ mod listing;
 mod personal_data;
 mod platform;
 mod restart;
+mod sync;
 mod updates;

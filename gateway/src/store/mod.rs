@@ -16,12 +16,15 @@ use hurtigspor_proto::v1::Participant;
 pub enum Origin {
     /// A client of the gRPC API.
     Api,
+    /// NOKUT (its case numbers and decisions).
+    Nokut,
 }
 
 impl Origin {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Api => "api",
+            Self::Nokut => "nokut",
         }
     }
 }
