@@ -24,7 +24,8 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { base: Duration::from_millis(200), max_delay: Duration::from_secs(60), max_attempts: 12 }
+        // At the 60 s cap, 40 attempts ride out outages of about half an hour.
+        Self { base: Duration::from_millis(200), max_delay: Duration::from_secs(60), max_attempts: 40 }
     }
 }
 
@@ -84,7 +85,17 @@ impl Dispatcher {
                 let me = Arc::clone(&self);
                 running.spawn(async move { me.deliver(task).await });
             }
-            while running.join_next().await.is_some() {}
+            // Shutdown does not wait for slow targets: an aborted delivery's
+            // lease runs out and the next reconcile reads before it writes.
+            loop {
+                tokio::select! {
+                    next = running.join_next() => if next.is_none() { break },
+                    _ = stop.changed() => {
+                        running.abort_all();
+                        return;
+                    }
+                }
+            }
         }
     }
 
@@ -127,10 +138,13 @@ impl Dispatcher {
                 SyncOutcome::Delivered { version }
             }
             Err(TargetError::Permanent(reason)) => SyncOutcome::Failed { error: reason },
-            Err(TargetError::RetryAfter(wait)) => SyncOutcome::Retry {
-                error: format!("{} asked us to wait {wait:?}", task.target),
-                at: chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
-            },
+            Err(TargetError::RetryAfter(wait)) => {
+                let wait = wait.min(self.policy.max_delay);
+                SyncOutcome::Retry {
+                    error: format!("{} asked us to wait {wait:?}", task.target),
+                    at: chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+                }
+            }
             Err(TargetError::Transient(reason)) => self.retry(task, reason),
         }
     }

@@ -169,7 +169,11 @@ async fn classify(status: StatusCode, response: reqwest::Response) -> TargetErro
             .unwrap_or(1);
         return TargetError::RetryAfter(Duration::from_secs(secs));
     }
-    if status.is_server_error() || status == StatusCode::UNAUTHORIZED || status == StatusCode::REQUEST_TIMEOUT {
+    // 409: Arena says it is already done (someone ended the relation); the
+    // next round reads that and has nothing left to do.
+    if status.is_server_error()
+        || matches!(status, StatusCode::UNAUTHORIZED | StatusCode::REQUEST_TIMEOUT | StatusCode::CONFLICT)
+    {
         return TargetError::Transient(format!("Arena answered {status}"));
     }
     // A 4xx: Arena refuses the data. Its ORDS body says why.

@@ -212,10 +212,7 @@ pub fn plan(desired: &Desired, current: Option<&Deltakelse>) -> Vec<Operation> {
     if held_tiltak != desired.tiltak.tiltak.as_slice() {
         ops.push(Operation::SetTiltak(desired.tiltak.clone()));
     }
-    let held_leave = current.permisjoner.as_ref().map(|p| p.permisjon.as_slice()).unwrap_or_default();
-    if held_leave != desired.permisjoner.permisjon.as_slice() {
-        ops.push(Operation::SetPermisjoner(desired.permisjoner.clone()));
-    }
+    // The end first: a corrected later end may be what makes room for leave.
     if let Some(a) = &desired.avslutning {
         let held = current
             .avslutning
@@ -224,6 +221,10 @@ pub fn plan(desired: &Desired, current: Option<&Deltakelse>) -> Vec<Operation> {
         if held != Some((&a.sluttdato, &a.avslutningsarsak, &a.hovedaktivitet_etter_avslutning)) {
             ops.push(Operation::SetAvslutning(a.clone()));
         }
+    }
+    let held_leave = current.permisjoner.as_ref().map(|p| p.permisjon.as_slice()).unwrap_or_default();
+    if held_leave != desired.permisjoner.permisjon.as_slice() {
+        ops.push(Operation::SetPermisjoner(desired.permisjoner.clone()));
     }
     ops
 }

@@ -108,6 +108,7 @@ impl SqliteStore {
         }
         let mut conn = open_connection(path, false)?;
         let report = migrate(&mut conn)?;
+        backfill_sync(&conn, &sync.targets)?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriteStats::default());
         let writer_stats = Arc::clone(&stats);
@@ -455,6 +456,24 @@ fn append_change(
     Ok(())
 }
 
+/// Participants a target has no row for (registered before the target was
+/// configured, or before sync existed) are queued for it at start.
+fn backfill_sync(conn: &Connection, targets: &[String]) -> Result<(), Error> {
+    let now = now_text(Utc::now());
+    for target in targets {
+        let added = conn.execute(
+            "INSERT INTO sync_state (target, participant_id, desired_version, state, attempts, next_attempt_time, update_time)
+             SELECT ?1, p.id, p.version, 'pending', 0, ?2, ?2 FROM participants p
+             WHERE NOT EXISTS (SELECT 1 FROM sync_state s WHERE s.target = ?1 AND s.participant_id = p.id)",
+            params![target, now],
+        )?;
+        if added > 0 {
+            tracing::info!(target = %target, participants = added, "queued existing participants for a target");
+        }
+    }
+    Ok(())
+}
+
 /// Records that every target must reach `version` of the participant.
 fn mark_for_sync(
     conn: &Connection,
@@ -718,11 +737,13 @@ impl Store for SqliteStore {
                      WHERE target = ?1 AND participant_id = ?2",
                     params![task.target, task.participant_id, version, now],
                 )?,
+                // A version written since the claim is tried at once, not
+                // after this attempt's backoff.
                 SyncOutcome::Retry { error, at } => c.execute(
                     "UPDATE sync_state SET attempts = attempts + 1, leased_until = NULL, last_error = ?3,
-                         next_attempt_time = ?4, update_time = ?5
-                     WHERE target = ?1 AND participant_id = ?2 AND state = 'pending'",
-                    params![task.target, task.participant_id, error, now_text(at), now],
+                         next_attempt_time = CASE WHEN desired_version > ?6 THEN ?5 ELSE ?4 END, update_time = ?5
+                     WHERE target = ?1 AND participant_id = ?2",
+                    params![task.target, task.participant_id, error, now_text(at), now, task.desired_version],
                 )?,
                 // A newer version may have come in while this one was tried:
                 // then it deserves its own chance instead of failing unseen.
@@ -966,7 +987,8 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified())
             .await
             .expect("the commit wakes the dispatcher");
-        let tasks = store.claim_sync(10, lease).await.unwrap();
+        let mut tasks = store.claim_sync(10, lease).await.unwrap();
+        tasks.sort_by(|a, b| a.target.cmp(&b.target));
         assert_eq!(
             tasks.iter().map(|t| (t.target.as_str(), t.desired_version)).collect::<Vec<_>>(),
             [("arena", 1), ("nir", 1)]
@@ -991,7 +1013,8 @@ mod tests {
             .await
             .unwrap();
         store.finish_sync(tasks[0].clone(), SyncOutcome::Delivered { version: 1 }).await.unwrap();
-        let next = store.claim_sync(10, lease).await.unwrap();
+        let mut next = store.claim_sync(10, lease).await.unwrap();
+        next.sort_by(|a, b| a.target.cmp(&b.target));
         assert_eq!(
             next.iter().map(|t| (t.target.as_str(), t.desired_version)).collect::<Vec<_>>(),
             [("arena", 3), ("nir", 3)]
@@ -1006,6 +1029,25 @@ mod tests {
         assert_eq!(store.failed_syncs(10).await.unwrap().len(), 1);
         assert_eq!(store.retry_failed_syncs(Some("a".into())).await.unwrap(), 1);
         assert_eq!(store.claim_sync(10, lease).await.unwrap().len(), 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn participants_from_before_a_target_was_configured_are_queued_for_it() {
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let (store, _) = SqliteStore::open(&path).unwrap();
+        store.create(new_participant("a", 1)).await.unwrap();
+        store.close().await;
+        let sync = SyncConfig { targets: vec!["nir".into()], wake: Arc::default() };
+        let (store, _) = SqliteStore::open_with_sync(&path, sync).unwrap();
+        let tasks = store.claim_sync(10, std::time::Duration::from_secs(30)).await.unwrap();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(
+            (tasks[0].target.as_str(), tasks[0].participant_id.as_str(), tasks[0].desired_version),
+            ("nir", "a", 1)
+        );
         store.close().await;
     }
 
