@@ -1,6 +1,8 @@
 //! The Arena mock over real HTTP: tokens, lookups, writes without idempotency,
 //! the change feed and the caseworker actions that feed it.
 
+mod common;
+
 use hurtigspor_mocks::{
     arena::{Arena, ArenaConfig, BASE},
     server::{MockSystem, RunningMock},
@@ -32,19 +34,7 @@ impl Mock {
     }
 
     async fn token(&self) -> String {
-        let r = self
-            .http
-            .post(self.url("/oauth/token"))
-            .basic_auth("hurtigspor-gateway", Some("arena-dev-secret"))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        let body: Value = r.json().await.unwrap();
-        assert_eq!(body["token_type"], "bearer");
-        assert_eq!(body["expires_in"], 300);
-        body["access_token"].as_str().unwrap().to_owned()
+        common::arena_token(&self.http, &self.running.url()).await
     }
 
     async fn post(&self, token: &str, path: &str, body: Value) -> reqwest::Response {

@@ -1,6 +1,8 @@
 //! The `hurtigspor-mocks` binary as a person runs it: one command starts the
 //! three mocks, and a simulated caseworker action shows in Arena's feed.
 
+mod common;
+
 use reqwest::Client;
 use serde_json::{Value, json};
 use std::{
@@ -54,19 +56,10 @@ async fn one_command_starts_all_three_and_the_feed_shows_a_caseworker_action() {
     let action = json!({ "fodselsnr": "15838510075", "tiltakskode": "MIDLONTIL", "arbgiv_orgnr": "889640782", "dato_fra": "2026-12-01 00:00:00" });
     let r = http.post(format!("{arena}/admin/caseworker/tiltak")).json(&action).send().await.unwrap();
     assert_eq!(r.status(), 201);
-    let token: Value = http
-        .post(format!("{arena}/oauth/token"))
-        .basic_auth("hurtigspor-gateway", Some("arena-dev-secret"))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = common::arena_token(&http, arena).await;
     let feed: Value = http
         .get(format!("{arena}/ords/arena/api/v1/endringer?fra_pos=0"))
-        .bearer_auth(token["access_token"].as_str().unwrap())
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap()

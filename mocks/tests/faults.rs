@@ -1,5 +1,7 @@
 //! Every fault mode over real HTTP, through the admin API and in-process.
 
+mod common;
+
 use hurtigspor_mocks::{
     arena::{Arena, ArenaConfig, BASE},
     faults::{Fault, FaultRule},
@@ -18,26 +20,12 @@ struct Mock {
     token: String,
 }
 
-async fn token(http: &Client, url: &str) -> String {
-    let token: Value = http
-        .post(format!("{url}/oauth/token"))
-        .basic_auth("hurtigspor-gateway", Some("arena-dev-secret"))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    token["access_token"].as_str().unwrap().to_owned()
-}
-
 impl Mock {
     async fn start() -> Self {
         let arena = Arena::new(ArenaConfig::default());
         let running = arena.spawn("127.0.0.1:0").await.unwrap();
         let http = Client::new();
-        let token = token(&http, &running.url()).await;
+        let token = common::arena_token(&http, &running.url()).await;
         Self { arena, running, http, token }
     }
 
@@ -99,7 +87,7 @@ async fn an_outage_lasts_its_window_of_virtual_time() {
     assert_eq!(m.feed().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
     // Past the window; the token has expired by then, so take a new one.
     m.arena.common.clock.advance(chrono::Duration::seconds(2));
-    m.token = token(&m.http, &m.running.url()).await;
+    m.token = common::arena_token(&m.http, &m.running.url()).await;
     assert_eq!(m.feed().await.unwrap().status(), StatusCode::OK, "the outage is over");
 }
 
