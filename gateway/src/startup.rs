@@ -24,7 +24,9 @@ use hurtigspor_mocks::{
     nokut::Nokut,
     server::{MockSystem, RunningMock},
 };
-use hurtigspor_proto::v1::participant_service_server::ParticipantServiceServer;
+use hurtigspor_proto::v1::{
+    participant_service_server::ParticipantServiceServer, sync_service_server::SyncServiceServer,
+};
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tonic::transport::{Server, server::TcpIncoming};
@@ -154,6 +156,8 @@ impl Gateway {
             .build_v1()
             .context("cannot build the reflection service")?;
         let limits = &self.config.limits;
+        let sync = SyncServiceServer::new(crate::api::sync::SyncApi::new(self.store.clone() as Arc<dyn Store>));
+        health_reporter.set_serving::<SyncServiceServer<crate::api::sync::SyncApi>>().await;
         let participants = ParticipantServiceServer::new(self.api)
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(16 * limits.max_message_bytes);
@@ -172,6 +176,7 @@ impl Gateway {
             .add_service(health)
             .add_service(reflection)
             .add_service(participants)
+            .add_service(sync)
             // Without TCP_NODELAY every small response waits for the peer's
             // delayed ACK (about 40 ms on Linux).
             .serve_with_incoming_shutdown(

@@ -234,6 +234,37 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    pub async fn sync_client(&self) -> hurtigspor_proto::v1::sync_service_client::SyncServiceClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap();
+        hurtigspor_proto::v1::sync_service_client::SyncServiceClient::new(channel)
+    }
+
+    /// Waits (up to 10 s) until every target's state for `name` satisfies `check`.
+    pub async fn sync_until(
+        &self,
+        name: &str,
+        check: impl Fn(&[hurtigspor_proto::v1::TargetSyncStatus]) -> bool,
+    ) -> Vec<hurtigspor_proto::v1::TargetSyncStatus> {
+        let mut client = self.sync_client().await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let status = client
+                .get_sync_status(hurtigspor_proto::v1::GetSyncStatusRequest { name: name.to_owned() })
+                .await
+                .unwrap()
+                .into_inner();
+            if check(&status.targets) {
+                return status.targets;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sync never reached the expected state: {:?}",
+                status.targets
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// A mock system's `/admin/state`.
     pub async fn mock_state(&self, system: &str) -> serde_json::Value {
         reqwest::get(format!("{}/admin/state", self.mocks[system])).await.unwrap().json().await.unwrap()

@@ -93,3 +93,154 @@ async fn a_candidate_reaches_arena_and_nir_and_a_recognition_case_reaches_nokut(
     assert_eq!(intro_relations(&arena)[0]["DATO_TIL"], "2026-10-30 00:00:00");
     app.eventually("nir", |s| s["deltakelser"][0]["Avslutning"]["Avslutningsarsak"] == "FLYTTET").await;
 }
+
+use hurtigspor_proto::v1::{
+    GetSyncStatusRequest, ListFailedDeliveriesRequest, Participant, RetryDeliveriesRequest, SyncState,
+    UpdateParticipantRequest, WatchChangesRequest,
+};
+use tonic::Code;
+
+async fn make_candidate(app: &TestApp, nav_office: &str) -> Participant {
+    let mut input = minimal_participant();
+    input.nav_office = nav_office.into();
+    let p = app.create(input).await;
+    let mut c = app.client.clone();
+    c.record_competence_mapping(RecordCompetenceMappingRequest {
+        name: p.name.clone(),
+        competence: Some(CompetenceMapping { mapped_date: date(2026, 2, 1), ..Default::default() }),
+        etag: String::new(),
+    })
+    .await
+    .unwrap();
+    c.transition_hurtigspor(TransitionHurtigsporRequest {
+        name: p.name.clone(),
+        status: HurtigsporStatus::Candidate as i32,
+        decided_by: DecisionMaker::Kommune as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+fn all_delivered(targets: &[hurtigspor_proto::v1::TargetSyncStatus]) -> bool {
+    targets.len() == 3
+        && targets.iter().all(|t| t.state == SyncState::Delivered as i32 && t.delivered_version == t.desired_version)
+}
+
+#[tokio::test]
+async fn sync_status_shows_each_target_reaching_the_latest_version() {
+    let app = spawn_app().await;
+    let p = app.create(minimal_participant()).await;
+    let targets = app.sync_until(&p.name, all_delivered).await;
+    let names: Vec<_> = targets.iter().map(|t| t.target.as_str()).collect();
+    assert_eq!(names, ["arena", "nir", "nokut"]);
+    assert!(targets.iter().all(|t| t.desired_version == 1));
+    let status = app
+        .sync_client()
+        .await
+        .get_sync_status(GetSyncStatusRequest { name: "participants/0123456789abcdef0123456789abcdef".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_poison_participant_fails_alone_with_the_reason_and_heals_on_the_fix() {
+    let app = spawn_app().await;
+    let poison = make_candidate(&app, "").await; // Arena needs a NAV office
+    let healthy = make_candidate(&app, "0314").await;
+    app.sync_until(&healthy.name, all_delivered).await;
+    let targets = app
+        .sync_until(&poison.name, |t| t.iter().any(|t| t.target == "arena" && t.state == SyncState::Failed as i32))
+        .await;
+    let arena = targets.iter().find(|t| t.target == "arena").unwrap();
+    assert!(arena.last_error.contains("nav_office"), "{}", arena.last_error);
+    let failed = app
+        .sync_client()
+        .await
+        .list_failed_deliveries(ListFailedDeliveriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(failed.deliveries.len(), 1);
+    assert_eq!(
+        (failed.deliveries[0].name.as_str(), failed.deliveries[0].target.as_str()),
+        (poison.name.as_str(), "arena")
+    );
+
+    // The kommune adds the NAV office: the new version goes through.
+    app.client
+        .clone()
+        .update_participant(UpdateParticipantRequest {
+            participant: Some(Participant {
+                name: poison.name.clone(),
+                nav_office: "0314".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["nav_office".into()] }),
+        })
+        .await
+        .unwrap();
+    app.sync_until(&poison.name, all_delivered).await;
+    let arena = app.eventually("arena", |s| intro_relations(s).len() == 2).await;
+    assert_eq!(intro_relations(&arena).len(), 2, "one relation per participant");
+}
+
+#[tokio::test]
+async fn a_refused_delivery_is_replayed_after_the_cause_is_fixed() {
+    let app = spawn_app().await;
+    // Arena refuses the next registration (the cause), once.
+    reqwest::Client::new()
+        .post(format!("{}/admin/faults", app.mocks["arena"]))
+        .json(&serde_json::json!({ "kind": "error", "status": 400, "route": "/ords/arena/api/v1/personforhold", "method": "POST", "times": 1 }))
+        .send()
+        .await
+        .unwrap();
+    let p = make_candidate(&app, "0314").await;
+    app.sync_until(&p.name, |t| t.iter().any(|t| t.target == "arena" && t.state == SyncState::Failed as i32)).await;
+    assert!(intro_relations(&app.mock_state("arena").await).is_empty());
+    let mut sync = app.sync_client().await;
+    let retried = sync.retry_deliveries(RetryDeliveriesRequest { name: p.name.clone() }).await.unwrap().into_inner();
+    assert_eq!(retried.retried, 1);
+    app.sync_until(&p.name, all_delivered).await;
+    assert_eq!(intro_relations(&app.mock_state("arena").await).len(), 1);
+}
+
+#[tokio::test]
+async fn watch_changes_resumes_from_a_cursor_without_gaps_or_repeats() {
+    let app = spawn_app().await;
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        names.push(app.create(minimal_participant()).await.name);
+    }
+    let mut sync = app.sync_client().await;
+    let mut stream = sync.watch_changes(WatchChangesRequest::default()).await.unwrap().into_inner();
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..3 {
+        let e = stream.message().await.unwrap().unwrap();
+        assert!(e.participant.as_ref().unwrap().national_id.is_empty(), "no national id on the stream");
+        seen.push(e.name.clone());
+        cursor = e.cursor;
+    }
+    assert_eq!(seen, names);
+    drop(stream); // the vendor disconnects
+
+    for _ in 0..2 {
+        names.push(app.create(minimal_participant()).await.name);
+    }
+    let mut resumed = sync.watch_changes(WatchChangesRequest { cursor }).await.unwrap().into_inner();
+    for expected in &names[3..] {
+        let e =
+            tokio::time::timeout(std::time::Duration::from_secs(5), resumed.message()).await.unwrap().unwrap().unwrap();
+        assert_eq!(&e.name, expected);
+        assert_eq!(e.kind, "participant.created");
+    }
+    // And a change made while watching arrives live.
+    let live = app.create(minimal_participant()).await;
+    let e = tokio::time::timeout(std::time::Duration::from_secs(5), resumed.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(e.name, live.name);
+    let bad = sync.watch_changes(WatchChangesRequest { cursor: "yesterday".into() }).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}

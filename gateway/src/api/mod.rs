@@ -2,6 +2,7 @@
 
 pub mod pagination;
 pub mod participants;
+pub mod sync;
 
 use crate::error::Error;
 
