@@ -51,6 +51,10 @@ pub enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         server: ServerArgs,
+        /// Create this many synthetic participants at start (every third a
+        /// hurtigspor candidate) and show them reaching every system.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        seed: u32,
     },
     /// Call a running gateway's ParticipantService.
     Participants {
@@ -131,16 +135,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Overrides { listen: server.listen, data_dir: server.data_dir, mode: None },
             )?;
             telemetry::init(&config.log);
-            serve(config, false).await
+            serve(config, false, 0).await
         }
-        Command::Dev { config, server } => {
+        Command::Dev { config, server, seed } => {
             let config = Config::load(
                 config.as_deref(),
                 Config::dev_defaults(),
                 Overrides { listen: server.listen, data_dir: server.data_dir, mode: Some(Mode::Dev) },
             )?;
             telemetry::init(&config.log);
-            serve(config, true).await
+            serve(config, true, seed).await
         }
         Command::Migrate { config, data_dir } => {
             let config =
@@ -165,7 +169,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
+async fn serve(config: Config, dev: bool, seed: u32) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let gateway = Gateway::build(config, Clock::system()).await?;
     let addr = gateway.local_addr();
@@ -182,7 +186,101 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
         println!("              grpcurl -plaintext {addr} list");
         println!("  stop with Ctrl-C");
     }
+    if seed > 0 {
+        let server = format!("http://{addr}");
+        tokio::spawn(async move {
+            if let Err(e) = seed_participants(&server, seed).await {
+                eprintln!("seeding stopped: {e:#}");
+            }
+        });
+    }
     gateway.run(shutdown_signal()).await
+}
+
+/// Creates `n` synthetic participants through the API, makes every third a
+/// candidate, then follows them until every target holds them.
+async fn seed_participants(server: &str, n: u32) -> anyhow::Result<()> {
+    use hurtigspor_proto::v1::{
+        CompetenceMapping, DecisionMaker, GetSyncStatusRequest, RecordCompetenceMappingRequest, SyncState,
+        TransitionHurtigsporRequest, sync_service_client::SyncServiceClient,
+    };
+    use indicatif::{ProgressBar, ProgressStyle};
+    let mut client = ParticipantServiceClient::connect(server.to_owned()).await?;
+    let mut sync = SyncServiceClient::connect(server.to_owned()).await?;
+    let style = ProgressStyle::with_template("  {msg:<24} [{bar:30}] {pos}/{len} ({elapsed})")?.progress_chars("=> ");
+    let created = ProgressBar::new(u64::from(n)).with_style(style.clone()).with_message("creating participants");
+    let kommuner = ["0301", "4601", "5001", "3107", "5501", "1103"];
+    let mut names = Vec::new();
+    for i in 0..n {
+        let born = (1970 + (i / 336 % 36) as i32, 1 + i / 28 % 12, 1 + i % 28);
+        let national_id = crate::domain::national_id::testing::synthetic_fnr(born.0, born.1, born.2, i / 12096 * 37);
+        let request = CreateParticipantRequest {
+            participant: Some(Participant {
+                national_id,
+                given_name: format!("Seed{i}"),
+                family_name: "Testperson".into(),
+                kommunenummer: kommuner[i as usize % kommuner.len()].into(),
+                nav_office: "0314".into(),
+                programme: Some(Programme {
+                    start_date: Some(Date { year: 2026, month: 1, day: 5 }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            request_id: format!("seed-{i}"),
+        };
+        let p = match client.create_participant(request).await {
+            Ok(r) => r.into_inner(),
+            // Seeded before: it is there already.
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                created.inc(1);
+                continue;
+            }
+            Err(s) => return Err(describe(&s)),
+        };
+        if i % 3 == 0 {
+            client
+                .record_competence_mapping(RecordCompetenceMappingRequest {
+                    name: p.name.clone(),
+                    competence: Some(CompetenceMapping {
+                        mapped_date: Some(Date { year: 2026, month: 2, day: 1 }),
+                        ..Default::default()
+                    }),
+                    etag: String::new(),
+                })
+                .await
+                .map_err(|s| describe(&s))?;
+            client
+                .transition_hurtigspor(TransitionHurtigsporRequest {
+                    name: p.name.clone(),
+                    status: HurtigsporStatus::Candidate as i32,
+                    decided_by: DecisionMaker::Kommune as i32,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| describe(&s))?;
+        }
+        names.push(p.name);
+        created.inc(1);
+    }
+    created.finish();
+    let delivered = ProgressBar::new(names.len() as u64).with_style(style).with_message("in every system");
+    while !names.is_empty() {
+        let mut waiting = Vec::new();
+        for name in names {
+            let status =
+                sync.get_sync_status(GetSyncStatusRequest { name: name.clone() }).await.map_err(|s| describe(&s))?;
+            let done = status.into_inner().targets.iter().all(|t| t.state != SyncState::Pending as i32);
+            if done { delivered.inc(1) } else { waiting.push(name) }
+        }
+        names = waiting;
+        if !names.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    delivered.finish();
+    println!("  seeded {n} participants; failed deliveries, if any: SyncService/ListFailedDeliveries");
+    Ok(())
 }
 
 async fn shutdown_signal() {

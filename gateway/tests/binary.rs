@@ -227,3 +227,29 @@ fn the_client_says_what_to_do_when_no_gateway_answers() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("cargo run -- dev"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn dev_seed_creates_participants_and_follows_them_into_every_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hurtigspor"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--seed", "12", "--data-dir"])
+        .arg(dir.path())
+        .env("HURTIGSPOR_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seeded = None;
+    for line in lines {
+        let line = line.unwrap();
+        if line.contains("seeded") || line.contains("seeding stopped") {
+            seeded = Some(line);
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let seeded = seeded.expect("the seed reports when it is done");
+    assert!(seeded.contains("seeded 12 participants"), "{seeded}");
+}
