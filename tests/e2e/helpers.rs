@@ -245,24 +245,17 @@ impl TestApp {
         name: &str,
         check: impl Fn(&[hurtigspor_proto::v1::TargetSyncStatus]) -> bool,
     ) -> Vec<hurtigspor_proto::v1::TargetSyncStatus> {
-        let mut client = self.sync_client().await;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let status = client
-                .get_sync_status(hurtigspor_proto::v1::GetSyncStatusRequest { name: name.to_owned() })
-                .await
-                .unwrap()
-                .into_inner();
-            if check(&status.targets) {
-                return status.targets;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "sync never reached the expected state: {:?}",
-                status.targets
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        let client = self.sync_client().await;
+        let request = hurtigspor_proto::v1::GetSyncStatusRequest { name: name.to_owned() };
+        until(
+            "sync status",
+            || {
+                let (mut client, request) = (client.clone(), request.clone());
+                async move { client.get_sync_status(request).await.unwrap().into_inner().targets }
+            },
+            |targets| check(targets),
+        )
+        .await
     }
 
     /// A mock system's `/admin/state`.
@@ -272,15 +265,7 @@ impl TestApp {
 
     /// Waits (up to 10 s) until `check` holds for the mock's state; returns it.
     pub async fn eventually(&self, system: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let state = self.mock_state(system).await;
-            if check(&state) {
-                return state;
-            }
-            assert!(std::time::Instant::now() < deadline, "{system} never reached the expected state: {state}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        until(system, || self.mock_state(system), check).await
     }
 
     /// Stops the gateway gracefully and hands back its data directory.
@@ -305,6 +290,24 @@ impl TestApp {
             .await
             .expect("get succeeds")
             .into_inner()
+    }
+}
+
+/// Fetches until `check` holds (up to 10 s) and returns what satisfied it;
+/// fails the test with the last value otherwise.
+pub async fn until<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
+    what: &str,
+    mut fetch: impl FnMut() -> F,
+    check: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let value = fetch().await;
+        if check(&value) {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what} never reached the expected state: {value:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

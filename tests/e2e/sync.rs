@@ -23,21 +23,7 @@ async fn a_candidate_reaches_arena_and_nir_and_a_recognition_case_reaches_nokut(
 
     // Registered: NIR has the programme; Arena needs nothing yet.
     app.eventually("nir", |s| s["deltakelser"].as_array().is_some_and(|d| d.len() == 1)).await;
-    c.record_competence_mapping(RecordCompetenceMappingRequest {
-        name: p.name.clone(),
-        competence: Some(CompetenceMapping { mapped_date: date(2026, 2, 1), ..Default::default() }),
-        etag: String::new(),
-    })
-    .await
-    .unwrap();
-    c.transition_hurtigspor(TransitionHurtigsporRequest {
-        name: p.name.clone(),
-        status: HurtigsporStatus::Candidate as i32,
-        decided_by: DecisionMaker::Kommune as i32,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    become_candidate(&app, &p.name).await;
 
     // CANDIDATE: Arena registers the INTRO relation, NIR shows the mark.
     let arena = app.eventually("arena", |s| intro_relations(s).len() == 1).await;
@@ -61,15 +47,15 @@ async fn a_candidate_reaches_arena_and_nir_and_a_recognition_case_reaches_nokut(
     .unwrap();
     let nokut = app.eventually("nokut", |s| s["saker"].as_array().is_some_and(|v| v.len() == 1)).await;
     let number = nokut["saker"][0]["saksnummer"].as_str().unwrap().to_owned();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let now = c.get_participant(GetParticipantRequest { name: p.name.clone() }).await.unwrap().into_inner();
-        if now.recognition_cases[0].case_number == number {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the case number never came back");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until(
+        "the case number",
+        || {
+            let (mut c, name) = (c.clone(), p.name.clone());
+            async move { c.get_participant(GetParticipantRequest { name }).await.unwrap().into_inner() }
+        },
+        |now| now.recognition_cases[0].case_number == number,
+    )
+    .await;
 
     // Rejected and leaving the programme: Arena's relation is ended, NIR has the end.
     c.transition_hurtigspor(TransitionHurtigsporRequest {
@@ -104,16 +90,21 @@ async fn make_candidate(app: &TestApp, nav_office: &str) -> Participant {
     let mut input = minimal_participant();
     input.nav_office = nav_office.into();
     let p = app.create(input).await;
+    become_candidate(app, &p.name).await
+}
+
+/// Records a competence mapping and moves the participant to CANDIDATE.
+async fn become_candidate(app: &TestApp, name: &str) -> Participant {
     let mut c = app.client.clone();
     c.record_competence_mapping(RecordCompetenceMappingRequest {
-        name: p.name.clone(),
+        name: name.to_owned(),
         competence: Some(CompetenceMapping { mapped_date: date(2026, 2, 1), ..Default::default() }),
         etag: String::new(),
     })
     .await
     .unwrap();
     c.transition_hurtigspor(TransitionHurtigsporRequest {
-        name: p.name.clone(),
+        name: name.to_owned(),
         status: HurtigsporStatus::Candidate as i32,
         decided_by: DecisionMaker::Kommune as i32,
         ..Default::default()
