@@ -130,6 +130,15 @@ fn date(value: &str, felt: &'static str) -> Result<NaiveDate, Refusal> {
         .map_err(|_| Refusal::invalid("NIR-E100", format!("Ugyldig dato i {felt}; bruk formatet ÅÅÅÅ-MM-DD"), felt))
 }
 
+/// Reads a period's end and checks it does not come before `fra` (NIR-E106).
+fn not_before(fra: NaiveDate, til: &str, felt: &'static str) -> Result<NaiveDate, Refusal> {
+    let til = date(til, felt)?;
+    if til < fra {
+        return Err(Refusal::invalid("NIR-E106", "Til-dato er før fra-dato", felt));
+    }
+    Ok(til)
+}
+
 fn one_of(value: &str, allowed: &[&str], felt: &'static str) -> Result<(), Refusal> {
     if allowed.contains(&value) {
         Ok(())
@@ -442,10 +451,8 @@ async fn put_tiltak(
     for t in &list.tiltak {
         one_of(&t.type_, TILTAKSTYPER, "Tiltak/Type")?;
         let fra = date(&t.fra, "Tiltak/Fra")?;
-        if let Some(til) = &t.til
-            && date(til, "Tiltak/Til")? < fra
-        {
-            return Err(Refusal::invalid("NIR-E106", "Til-dato er før fra-dato", "Tiltak/Til"));
+        if let Some(til) = &t.til {
+            not_before(fra, til, "Tiltak/Til")?;
         }
     }
     nir.change(&headers, id, "tiltak.replaced", |d| {
@@ -466,11 +473,8 @@ async fn put_permisjoner(
     for p in &list.permisjon {
         date(&p.vedtaksdato, "Permisjon/Vedtaksdato")?;
         one_of(&p.arsak, &["FODSEL_OMSORG", "SYKDOM", "VELFERD", "ANNET"], "Permisjon/Arsak")?;
-        let (fra, til) = (date(&p.fra, "Permisjon/Fra")?, date(&p.til, "Permisjon/Til")?);
-        if til < fra {
-            return Err(Refusal::invalid("NIR-E106", "Til-dato er før fra-dato", "Permisjon/Til"));
-        }
-        periods.push((fra, til));
+        let fra = date(&p.fra, "Permisjon/Fra")?;
+        periods.push((fra, not_before(fra, &p.til, "Permisjon/Til")?));
     }
     periods.sort();
     if periods.windows(2).any(|w| w[1].0 <= w[0].1) {
@@ -500,10 +504,7 @@ async fn add_stans(
         let Some(til) = &s.til else {
             return Err(Refusal::invalid("NIR-E108", "Midlertidig stans krever til-dato", "Stans/Til"));
         };
-        let til = date(til, "Stans/Til")?;
-        if til < fra {
-            return Err(Refusal::invalid("NIR-E106", "Til-dato er før fra-dato", "Stans/Til"));
-        }
+        let til = not_before(fra, til, "Stans/Til")?;
         if til > fra.checked_add_months(chrono::Months::new(3)).unwrap_or(NaiveDate::MAX) {
             return Err(Refusal::invalid("NIR-E109", "Midlertidig stans kan vare høyst tre måneder", "Stans/Til"));
         }
