@@ -44,6 +44,41 @@ pub struct Config {
     pub limits: Limits,
     pub log: LogConfig,
     pub targets: TargetsConfig,
+    pub sync: SyncSettings,
+}
+
+/// How deliveries are retried and how often inbound feeds are read.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncSettings {
+    /// First backoff after a transient failure, in milliseconds; it doubles
+    /// per attempt (with 50-150 % jitter) up to `retry_max_delay_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_delay_ms: u64,
+    /// Transient failures in a row before a delivery is marked failed.
+    pub max_attempts: i64,
+    /// Deliveries claimed (and run concurrently) at a time.
+    pub batch: usize,
+    /// How long a claimed delivery is leased before another dispatcher may
+    /// take it over, in seconds.
+    pub lease_secs: u64,
+    /// How often the Arena change feed and NOKUT's changes are polled, in
+    /// milliseconds. NOKUT webhooks arrive in between.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        // At the 60 s cap, 40 attempts ride out outages of about half an hour.
+        Self {
+            retry_base_ms: 200,
+            retry_max_delay_ms: 60_000,
+            max_attempts: 40,
+            batch: 32,
+            lease_secs: 60,
+            poll_interval_ms: 2_000,
+        }
+    }
 }
 
 /// The systems every accepted write is carried to.
@@ -94,6 +129,7 @@ impl Default for Config {
             limits: Limits::default(),
             log: LogConfig::default(),
             targets: TargetsConfig { timeout_secs: 10, ..TargetsConfig::default() },
+            sync: SyncSettings::default(),
         }
     }
 }
@@ -243,6 +279,17 @@ impl Config {
         if l.default_page_size == 0 || l.max_page_size < l.default_page_size {
             return Err(ConfigError(
                 "key `limits.max_page_size` must be at least `limits.default_page_size`, which must be above 0".into(),
+            ));
+        }
+        let s = &self.sync;
+        if s.retry_base_ms == 0 || s.retry_max_delay_ms < s.retry_base_ms || s.max_attempts < 1 {
+            return Err(ConfigError(
+                "key `sync.retry_max_delay_ms` must be at least `sync.retry_base_ms`, which must be above 0, and `sync.max_attempts` at least 1".into(),
+            ));
+        }
+        if s.batch == 0 || s.lease_secs == 0 || s.poll_interval_ms == 0 {
+            return Err(ConfigError(
+                "keys `sync.batch`, `sync.lease_secs` and `sync.poll_interval_ms` must be above 0".into(),
             ));
         }
         if self.mode == Mode::Production && self.security.national_id_key.is_none() {

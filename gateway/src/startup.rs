@@ -9,7 +9,7 @@ use crate::{
         Store,
         sqlite::{SqliteStore, SyncConfig},
     },
-    sync::{Dispatcher, RetryPolicy},
+    sync::Dispatcher,
 };
 use anyhow::Context;
 use hurtigspor_adapters::{
@@ -131,8 +131,7 @@ impl Gateway {
             )
         })?;
         let addr = listener.local_addr()?;
-        let dispatcher =
-            Arc::new(Dispatcher::new(store.clone() as Arc<dyn Store>, targets, wake, RetryPolicy::default()));
+        let dispatcher = Arc::new(Dispatcher::new(store.clone() as Arc<dyn Store>, targets, wake, &config.sync));
         Ok(Self { listener, addr, store, api, config, dispatcher, mocks })
     }
 

@@ -6,6 +6,7 @@
 //! reason until replayed, and one participant's trouble holds up no other.
 
 use crate::{
+    config::SyncSettings,
     error::Error,
     store::{ChangeKind, Mutation, Origin, Store, SyncOutcome, SyncTask},
 };
@@ -22,10 +23,13 @@ pub struct RetryPolicy {
     pub max_attempts: i64,
 }
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        // At the 60 s cap, 40 attempts ride out outages of about half an hour.
-        Self { base: Duration::from_millis(200), max_delay: Duration::from_secs(60), max_attempts: 40 }
+impl RetryPolicy {
+    pub fn from_settings(s: &SyncSettings) -> Self {
+        Self {
+            base: Duration::from_millis(s.retry_base_ms),
+            max_delay: Duration::from_millis(s.retry_max_delay_ms),
+            max_attempts: s.max_attempts,
+        }
     }
 }
 
@@ -53,9 +57,21 @@ fn version_of(etag: &str) -> Option<i64> {
 }
 
 impl Dispatcher {
-    pub fn new(store: Arc<dyn Store>, targets: Vec<Arc<dyn Target>>, wake: Arc<Notify>, policy: RetryPolicy) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        targets: Vec<Arc<dyn Target>>,
+        wake: Arc<Notify>,
+        settings: &SyncSettings,
+    ) -> Self {
         let targets = targets.into_iter().map(|t| (t.name().to_owned(), t)).collect();
-        Self { store, targets, wake, policy, batch: 32, lease: Duration::from_secs(60) }
+        Self {
+            store,
+            targets,
+            wake,
+            policy: RetryPolicy::from_settings(settings),
+            batch: settings.batch,
+            lease: Duration::from_secs(settings.lease_secs),
+        }
     }
 
     /// Delivers until `stop` turns true.
