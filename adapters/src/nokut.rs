@@ -5,7 +5,7 @@
 
 use crate::{Applied, Delivery, Reference, Target, TargetError};
 use async_trait::async_trait;
-use hurtigspor_proto::v1::{Participant, RecognitionCase, RecognitionScheme};
+use hurtigspor_proto::v1::{Participant, RecognitionCase, RecognitionDecision, RecognitionScheme, RecognitionStatus};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -129,6 +129,121 @@ impl NokutTarget {
     }
 }
 
+/// One change NOKUT published: an item of its changes feed, or a webhook's
+/// body (which calls the sequence number `hendelse_id`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct CaseChange {
+    #[serde(alias = "hendelse_id")]
+    pub sekvens: u64,
+    pub saksnummer: String,
+    pub status: String,
+    pub tidspunkt: chrono::DateTime<chrono::Utc>,
+    /// The whole case after the change.
+    #[serde(default)]
+    pub sak: serde_json::Value,
+}
+
+impl CaseChange {
+    /// The change without the applicant's personal data, to keep.
+    pub fn redacted(mut self) -> Self {
+        if let Some(sak) = self.sak.as_object_mut() {
+            sak.remove("soker");
+        }
+        self
+    }
+}
+
+/// A page of NOKUT's changes feed.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ChangesPage {
+    pub endringer: Vec<CaseChange>,
+    pub siste_sekvens: u64,
+}
+
+/// What a change means for the canonical recognition case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaseUpdate {
+    pub status: RecognitionStatus,
+    pub decision: RecognitionDecision,
+    /// The date of the decision, the statement or the rejection.
+    pub decision_date: Option<chrono::NaiveDate>,
+}
+
+/// Translates NOKUT's status (and decision) into the canonical case's.
+pub fn case_update(change: &CaseChange) -> Result<CaseUpdate, String> {
+    use RecognitionStatus as S;
+    let status = match change.status.as_str() {
+        "MOTTATT" => S::Received,
+        "UNDER_BEHANDLING" => S::InProcess,
+        "VENTER_PAA_DOKUMENTASJON" => S::AwaitingDocumentation,
+        "VEDTAK" => S::Decided,
+        "AVVIST" => S::Rejected,
+        "HENVIST_UVD" => S::ReferredToUvd,
+        "UTTALELSE" => S::StatementIssued,
+        other => return Err(format!("unknown case status {other}")),
+    };
+    let vedtak = &change.sak["vedtak"];
+    let decision = match (status, vedtak["utfall"].as_str()) {
+        (S::Decided, Some("GODKJENT")) => RecognitionDecision::Approved,
+        (S::Decided, Some("AVSLAG")) => RecognitionDecision::Refused,
+        (S::Decided, other) => return Err(format!("a VEDTAK with utfall {other:?}")),
+        _ => RecognitionDecision::Unspecified,
+    };
+    let concluded = matches!(status, S::Decided | S::Rejected | S::StatementIssued);
+    let decision_date = if !concluded {
+        None
+    } else if let Some(d) = vedtak["dato"].as_str() {
+        Some(chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| "vedtak.dato is not yyyy-MM-dd".to_owned())?)
+    } else {
+        Some(change.tidspunkt.date_naive())
+    };
+    Ok(CaseUpdate { status, decision, decision_date })
+}
+
+/// Reads of NOKUT's changes, and the webhook subscription.
+impl NokutTarget {
+    async fn get_or_post<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<T, TargetError> {
+        let response = request
+            .header("x-api-key", &self.config.api_key)
+            .header("x-correlation-id", "hurtigspor-nokut-feed")
+            .send()
+            .await
+            .map_err(|e| TargetError::Transient(format!("{what}: {e}")))?;
+        let status = response.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(TargetError::RetryAfter(Duration::from_secs(1)));
+        }
+        if status.is_server_error() {
+            return Err(TargetError::Transient(format!("{what}: NOKUT answered {status}")));
+        }
+        if !status.is_success() {
+            return Err(match response.json::<Refusal>().await {
+                Ok(r) => TargetError::Permanent(format!("{what}: NOKUT answered {status}: {} ({})", r.melding, r.feil)),
+                Err(_) => TargetError::Transient(format!("{what}: NOKUT answered {status} without its error body")),
+            });
+        }
+        response.json().await.map_err(|e| TargetError::Transient(format!("{what}: unreadable answer: {e}")))
+    }
+
+    /// Changes after sequence number `after`, oldest first.
+    pub async fn changes(&self, after: u64, limit: usize) -> Result<ChangesPage, TargetError> {
+        let url = format!("{}{BASE}/endringer?etter={after}&antall={limit}", self.config.base_url);
+        self.get_or_post(self.http.get(url), "GET /endringer").await
+    }
+
+    /// Asks NOKUT to send each change to `url` as a signed webhook.
+    pub async fn subscribe(&self, url: &str) -> Result<(), TargetError> {
+        let request =
+            self.http.post(format!("{}{BASE}/webhooks", self.config.base_url)).json(&serde_json::json!({ "url": url }));
+        let _: serde_json::Value = self.get_or_post(request, "POST /webhooks").await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Target for NokutTarget {
     fn name(&self) -> &'static str {
@@ -187,5 +302,61 @@ mod tests {
         );
         let d = Delivery { participant_id: "abc".into(), version: 3, correlation_id: "c".into() };
         assert_eq!(idempotency_key(&d, &case), "hurtigspor-abc-r-1", "the same for every version");
+    }
+
+    fn change(body: serde_json::Value) -> CaseChange {
+        serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn golden_changes_from_feed_and_webhook() {
+        let decided = change(json!({
+            "hendelse_id": 7, "saksnummer": "2026-000001", "status": "VEDTAK", "tidspunkt": "2026-03-06T09:00:00Z",
+            "sak": { "saksnummer": "2026-000001", "soker": { "fodselsnummer": "15838510075" },
+                     "vedtak": { "utfall": "GODKJENT", "nivaa": "BACHELOR", "studiepoeng": 180, "dato": "2026-03-05" } },
+        }));
+        assert_eq!(decided.sekvens, 7, "a webhook's hendelse_id is the feed's sekvens");
+        assert_eq!(
+            case_update(&decided).unwrap(),
+            CaseUpdate {
+                status: RecognitionStatus::Decided,
+                decision: RecognitionDecision::Approved,
+                decision_date: chrono::NaiveDate::from_ymd_opt(2026, 3, 5),
+            }
+        );
+        let kept = decided.redacted();
+        assert!(kept.sak.get("soker").is_none(), "the applicant is not kept");
+        assert_eq!(kept.sak["vedtak"]["utfall"], "GODKJENT");
+
+        let refused =
+            change(json!({"sekvens": 8, "saksnummer": "n", "status": "VEDTAK", "tidspunkt": "2026-03-06T09:00:00Z",
+            "sak": {"vedtak": {"utfall": "AVSLAG", "dato": "2026-03-06"}}}));
+        assert_eq!(case_update(&refused).unwrap().decision, RecognitionDecision::Refused);
+        let statement = change(
+            json!({"sekvens": 9, "saksnummer": "n", "status": "UTTALELSE", "tidspunkt": "2026-04-01T12:00:00Z", "sak": {}}),
+        );
+        assert_eq!(
+            case_update(&statement).unwrap(),
+            CaseUpdate {
+                status: RecognitionStatus::StatementIssued,
+                decision: RecognitionDecision::Unspecified,
+                decision_date: chrono::NaiveDate::from_ymd_opt(2026, 4, 1),
+            },
+            "a statement is not a decision, but it concludes the case"
+        );
+        for (nokut, canonical) in [
+            ("MOTTATT", RecognitionStatus::Received),
+            ("UNDER_BEHANDLING", RecognitionStatus::InProcess),
+            ("VENTER_PAA_DOKUMENTASJON", RecognitionStatus::AwaitingDocumentation),
+            ("AVVIST", RecognitionStatus::Rejected),
+            ("HENVIST_UVD", RecognitionStatus::ReferredToUvd),
+        ] {
+            let c =
+                change(json!({"sekvens": 1, "saksnummer": "n", "status": nokut, "tidspunkt": "2026-04-01T12:00:00Z"}));
+            assert_eq!(case_update(&c).unwrap().status, canonical, "{nokut}");
+        }
+        let unknown =
+            change(json!({"sekvens": 1, "saksnummer": "n", "status": "ARKIVERT", "tidspunkt": "2026-04-01T12:00:00Z"}));
+        assert!(case_update(&unknown).unwrap_err().contains("ARKIVERT"));
     }
 }

@@ -37,6 +37,9 @@ pub struct Config {
     pub mode: Mode,
     /// gRPC listen address.
     pub listen: SocketAddr,
+    /// HTTP listen address for NOKUT's webhooks (and health); none to rely
+    /// on polling alone.
+    pub http_listen: Option<SocketAddr>,
     /// Where the SQLite file and other local state live.
     pub data_dir: PathBuf,
     pub security: SecurityConfig,
@@ -116,6 +119,13 @@ pub struct NirTarget {
 pub struct NokutTarget {
     pub base_url: String,
     pub api_key: Secret,
+    /// The secret NOKUT signs webhooks with; webhooks are refused without it.
+    #[serde(default)]
+    pub webhook_secret: Option<Secret>,
+    /// The public URL of this gateway's `/webhooks/nokut`, to subscribe at
+    /// start; none to rely on polling alone.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
 }
 
 impl Default for Config {
@@ -123,6 +133,7 @@ impl Default for Config {
         Self {
             mode: Mode::Production,
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_listen: None,
             data_dir: PathBuf::from("data"),
             security: SecurityConfig::default(),
             programme: ProgrammeRules::default(),
@@ -252,8 +263,10 @@ impl Config {
         Self {
             mode: Mode::Dev,
             data_dir: PathBuf::from(".hurtigspor-dev"),
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             log: LogConfig { format: LogFormat::Text, filter: "info".to_owned() },
             targets: TargetsConfig { in_process_mocks: true, timeout_secs: 10, ..TargetsConfig::default() },
+            sync: SyncSettings { poll_interval_ms: 500, ..SyncSettings::default() },
             ..Self::default()
         }
     }

@@ -6,6 +6,8 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod http;
+pub mod inbound;
 pub mod keys;
 pub mod startup;
 pub mod store;

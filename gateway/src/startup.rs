@@ -4,12 +4,14 @@ use crate::{
     api::participants::{Clock, ParticipantApi},
     config::{Config, Mode},
     domain::{national_id::IdMode, participant::Rules},
+    http::HttpState,
+    inbound::{self, arena::ArenaFeed, nokut::NokutFeed},
     keys::Keys,
     store::{
         Store,
         sqlite::{SqliteStore, SyncConfig},
     },
-    sync::Dispatcher,
+    sync::{Dispatcher, RetryPolicy},
 };
 use anyhow::Context;
 use hurtigspor_adapters::{
@@ -34,43 +36,71 @@ use tonic::transport::{Server, server::TcpIncoming};
 pub struct Gateway {
     listener: TcpListener,
     addr: SocketAddr,
+    http: Option<(TcpListener, SocketAddr)>,
     store: Arc<SqliteStore>,
     api: ParticipantApi,
     config: Config,
     dispatcher: Arc<Dispatcher>,
+    feeds: Feeds,
     /// In-process mocks (dev mode), by system name.
     mocks: Vec<(&'static str, RunningMock)>,
 }
 
+/// The configured targets, and the clients their change feeds are read with.
+struct Targets {
+    all: Vec<Arc<dyn Target>>,
+    arena: Option<Arc<ArenaTarget>>,
+    nokut: Option<Arc<NokutTarget>>,
+    nokut_secret: Option<String>,
+    /// Where NOKUT should send webhooks, if not to our own HTTP listener.
+    nokut_webhook_url: Option<String>,
+    mocks: Vec<(&'static str, RunningMock)>,
+}
+
+/// The inbound readers and what they need at run time.
+struct Feeds {
+    arena: Option<Arc<ArenaFeed>>,
+    nokut: Option<Arc<NokutFeed>>,
+    nokut_wake: Arc<tokio::sync::Notify>,
+    nokut_secret: Option<String>,
+    nokut_webhook_url: Option<String>,
+}
+
 /// Targets from configuration; in dev mode the in-process mocks stand in for
 /// every target not configured.
-async fn targets(config: &Config) -> anyhow::Result<(Vec<Arc<dyn Target>>, Vec<(&'static str, RunningMock)>)> {
+async fn targets(config: &Config) -> anyhow::Result<Targets> {
     let t = &config.targets;
     let timeout = Duration::from_secs(t.timeout_secs.max(1));
     let mut mocks = Vec::new();
     let use_mocks = config.mode == Mode::Dev && t.in_process_mocks;
-    let mut targets: Vec<Arc<dyn Target>> = Vec::new();
-    if let Some(a) = &t.arena {
-        targets.push(Arc::new(ArenaTarget::new(ArenaConfig {
+    let mut all: Vec<Arc<dyn Target>> = Vec::new();
+    let arena = if let Some(a) = &t.arena {
+        Some(Arc::new(ArenaTarget::new(ArenaConfig {
             base_url: a.base_url.clone(),
             client_id: a.client_id.clone(),
             client_secret: a.client_secret.expose().to_owned(),
             timeout,
-        })));
+        })))
     } else if use_mocks {
         let mock = Arena::new(Default::default());
         let running = mock.spawn("127.0.0.1:0").await.context("cannot start the Arena mock")?;
         let defaults = hurtigspor_mocks::arena::ArenaConfig::default();
-        targets.push(Arc::new(ArenaTarget::new(ArenaConfig {
+        let target = ArenaTarget::new(ArenaConfig {
             base_url: running.url(),
             client_id: defaults.client_id,
             client_secret: defaults.client_secret,
             timeout,
-        })));
+        });
         mocks.push(("arena", running));
+        Some(Arc::new(target))
+    } else {
+        None
+    };
+    if let Some(a) = &arena {
+        all.push(a.clone());
     }
     if let Some(n) = &t.nir {
-        targets.push(Arc::new(NirTarget::new(NirConfig {
+        all.push(Arc::new(NirTarget::new(NirConfig {
             base_url: n.base_url.clone(),
             username: n.username.clone(),
             password: n.password.expose().to_owned(),
@@ -79,7 +109,7 @@ async fn targets(config: &Config) -> anyhow::Result<(Vec<Arc<dyn Target>>, Vec<(
     } else if use_mocks {
         let mock = Nir::new(Default::default());
         let running = mock.spawn("127.0.0.1:0").await.context("cannot start the NIR mock")?;
-        targets.push(Arc::new(NirTarget::new(NirConfig {
+        all.push(Arc::new(NirTarget::new(NirConfig {
             base_url: running.url(),
             username: "intro".into(),
             password: "nir-dev-secret".into(),
@@ -87,20 +117,27 @@ async fn targets(config: &Config) -> anyhow::Result<(Vec<Arc<dyn Target>>, Vec<(
         })));
         mocks.push(("nir", running));
     }
-    if let Some(n) = &t.nokut {
-        targets.push(Arc::new(NokutTarget::new(NokutConfig {
+    let (nokut, nokut_secret, nokut_webhook_url) = if let Some(n) = &t.nokut {
+        let target = NokutTarget::new(NokutConfig {
             base_url: n.base_url.clone(),
             api_key: n.api_key.expose().to_owned(),
             timeout,
-        })));
+        });
+        (Some(Arc::new(target)), n.webhook_secret.as_ref().map(|s| s.expose().to_owned()), n.webhook_url.clone())
     } else if use_mocks {
         let mock = Nokut::new(Default::default());
         let running = mock.spawn("127.0.0.1:0").await.context("cannot start the NOKUT mock")?;
-        let key = hurtigspor_mocks::nokut::NokutConfig::default().api_key;
-        targets.push(Arc::new(NokutTarget::new(NokutConfig { base_url: running.url(), api_key: key, timeout })));
+        let defaults = hurtigspor_mocks::nokut::NokutConfig::default();
+        let target = NokutTarget::new(NokutConfig { base_url: running.url(), api_key: defaults.api_key, timeout });
         mocks.push(("nokut", running));
+        (Some(Arc::new(target)), Some(defaults.webhook_secret), None)
+    } else {
+        (None, None, None)
+    };
+    if let Some(n) = &nokut {
+        all.push(n.clone());
     }
-    Ok((targets, mocks))
+    Ok(Targets { all, arena, nokut, nokut_secret, nokut_webhook_url, mocks })
 }
 
 impl Gateway {
@@ -110,7 +147,7 @@ impl Gateway {
         config.validate()?;
         let keys = Keys::load(&config)?;
         let path = config.database_path();
-        let (targets, mocks) = targets(&config).await?;
+        let Targets { all: targets, arena, nokut, nokut_secret, nokut_webhook_url, mocks } = targets(&config).await?;
         let wake = Arc::new(tokio::sync::Notify::new());
         let sync = SyncConfig { targets: targets.iter().map(|t| t.name().to_owned()).collect(), wake: wake.clone() };
         let (store, report) = SqliteStore::open_with_sync(&path, sync)
@@ -123,7 +160,23 @@ impl Gateway {
             id_mode: if config.mode == Mode::Dev { IdMode::Test } else { IdMode::Production },
             programme: config.programme.clone(),
         };
-        let api = ParticipantApi::new(store.clone() as Arc<dyn Store>, rules, keys, config.limits.clone(), clock);
+        let id_mode = rules.id_mode;
+        let api = ParticipantApi::new(
+            store.clone() as Arc<dyn Store>,
+            rules,
+            keys.clone(),
+            config.limits.clone(),
+            clock.clone(),
+        );
+        let feeds = Feeds {
+            arena: arena.map(|arena| {
+                Arc::new(ArenaFeed { arena, store: store.clone() as Arc<dyn Store>, keys, id_mode, clock })
+            }),
+            nokut: nokut.map(|nokut| Arc::new(NokutFeed { nokut, store: store.clone() as Arc<dyn Store> })),
+            nokut_wake: Arc::new(tokio::sync::Notify::new()),
+            nokut_secret,
+            nokut_webhook_url,
+        };
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
             format!(
                 "cannot listen on {}; is another gateway running there? choose another with --listen",
@@ -131,12 +184,27 @@ impl Gateway {
             )
         })?;
         let addr = listener.local_addr()?;
+        let http = match config.http_listen {
+            Some(at) => {
+                let l = TcpListener::bind(at).await.with_context(|| {
+                    format!("cannot listen for HTTP on {at}; choose another address with http_listen")
+                })?;
+                let a = l.local_addr()?;
+                Some((l, a))
+            }
+            None => None,
+        };
         let dispatcher = Arc::new(Dispatcher::new(store.clone() as Arc<dyn Store>, targets, wake, &config.sync));
-        Ok(Self { listener, addr, store, api, config, dispatcher, mocks })
+        Ok(Self { listener, addr, http, store, api, config, dispatcher, feeds, mocks })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTP listener's address (webhooks), if there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(_, a)| *a)
     }
 
     /// The in-process mocks' base URLs (dev mode), by system name.
@@ -167,7 +235,46 @@ impl Gateway {
             reporter.set_not_serving::<ParticipantServiceServer<ParticipantApi>>().await;
         };
         let (stop_dispatcher, stopped) = tokio::sync::watch::channel(false);
-        let dispatcher = tokio::spawn(Arc::clone(&self.dispatcher).run(stopped));
+        let mut background = tokio::task::JoinSet::new();
+        background.spawn(Arc::clone(&self.dispatcher).run(stopped.clone()));
+        let store: Arc<dyn Store> = self.store.clone();
+        let policy = RetryPolicy::from_settings(&self.config.sync);
+        let poll = Duration::from_millis(self.config.sync.poll_interval_ms);
+        let feeds = self.feeds;
+        if let Some((listener, http_addr)) = self.http {
+            let state = HttpState {
+                store: store.clone(),
+                nokut_secret: feeds.nokut_secret.as_ref().map(|s| Arc::from(s.as_bytes())),
+                nokut_wake: feeds.nokut_wake.clone(),
+            };
+            let mut stop = stopped.clone();
+            background.spawn(async move {
+                let serve = axum::serve(listener, crate::http::router(state))
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .into_future();
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "the HTTP listener failed");
+                }
+            });
+            tracing::info!(addr = %http_addr, "HTTP listening (NOKUT webhooks)");
+            if let (Some(nokut), Some(_)) = (&feeds.nokut, &feeds.nokut_secret) {
+                let url =
+                    feeds.nokut_webhook_url.clone().unwrap_or_else(|| format!("http://{http_addr}/webhooks/nokut"));
+                match nokut.nokut.subscribe(&url).await {
+                    Ok(()) => tracing::info!("subscribed to NOKUT's webhooks"),
+                    Err(e) => tracing::warn!(error = %e, "cannot subscribe to NOKUT's webhooks; polling covers them"),
+                }
+            }
+        }
+        if let Some(arena) = feeds.arena {
+            let wake = Arc::new(tokio::sync::Notify::new());
+            background.spawn(inbound::run(arena, store.clone(), policy.clone(), poll, wake, stopped.clone()));
+        }
+        if let Some(nokut) = feeds.nokut {
+            background.spawn(inbound::run(nokut, store.clone(), policy, poll, feeds.nokut_wake, stopped.clone()));
+        }
         tracing::info!(addr = %self.addr, mode = ?self.config.mode, "gateway listening");
         let result = Server::builder()
             .timeout(Duration::from_secs(limits.request_timeout_secs))
@@ -184,7 +291,7 @@ impl Gateway {
             )
             .await;
         let _ = stop_dispatcher.send(true);
-        let _ = dispatcher.await;
+        while background.join_next().await.is_some() {}
         self.store.close().await;
         for (_, mock) in self.mocks {
             mock.stop().await;

@@ -177,6 +177,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The in-process mocks' base URLs, by system name.
     pub mocks: std::collections::HashMap<&'static str, String>,
+    /// The HTTP listener (NOKUT webhooks), if configured.
+    pub http: Option<SocketAddr>,
     pub client: Client,
     pub dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
@@ -187,6 +189,11 @@ pub fn dev_config(data_dir: &Path) -> Config {
     let mut config = Config::dev_defaults();
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.data_dir = data_dir.to_owned();
+    // Feeds are read often and passing failures retried soon, so tests
+    // see inbound changes quickly.
+    config.sync.poll_interval_ms = 100;
+    config.sync.retry_base_ms = 50;
+    config.sync.retry_max_delay_ms = 1_000;
     config
 }
 
@@ -210,12 +217,13 @@ pub async fn spawn_with(dir: TempDir, config: Config) -> TestApp {
     let gateway = Gateway::build(config, Clock::system()).await.expect("gateway builds");
     let addr = gateway.local_addr();
     let mocks = gateway.mock_urls().into_iter().collect();
+    let http = gateway.http_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(gateway.run(async move {
         let _ = rx.await;
     }));
     let client = connect(addr).await;
-    TestApp { addr, mocks, client, dir, shutdown: Some(tx), server: Some(server) }
+    TestApp { addr, mocks, http, client, dir, shutdown: Some(tx), server: Some(server) }
 }
 
 pub async fn connect(addr: SocketAddr) -> Client {

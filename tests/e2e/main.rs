@@ -4,6 +4,7 @@
 
 mod errors;
 mod helpers;
+mod inbound;
 mod journey;
 mod listing;
 mod personal_data;

@@ -3,6 +3,7 @@
 //! person relation and the activity plan (Arena's writes have no idempotency
 //! key, so every write is decided from a fresh read).
 
+pub mod inbound;
 pub mod translate;
 pub mod wire;
 
@@ -99,8 +100,22 @@ impl ArenaTarget {
         method: Method,
         path: &str,
         body: Option<&(impl Serialize + Sync)>,
-        delivery: &Delivery,
+        correlation_id: &str,
     ) -> Result<T, TargetError> {
+        self.call_found(method.clone(), path, body, correlation_id, false)
+            .await?
+            .ok_or_else(|| transient(format!("{method} {path}: no answer")))
+    }
+
+    /// Like `call`; with `absent_is_none`, a 404 answers `None`.
+    async fn call_found<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + Sync)>,
+        correlation_id: &str,
+        absent_is_none: bool,
+    ) -> Result<Option<T>, TargetError> {
         let mut renewed = false;
         loop {
             let token = self.token(renewed).await?;
@@ -108,7 +123,7 @@ impl ArenaTarget {
                 .http
                 .request(method.clone(), format!("{}{BASE}{path}", self.config.base_url))
                 .bearer_auth(&token)
-                .header("X-Correlation-ID", &delivery.correlation_id);
+                .header("X-Correlation-ID", correlation_id);
             if let Some(body) = body {
                 request = request.json(body);
             }
@@ -118,14 +133,22 @@ impl ArenaTarget {
                 renewed = true;
                 continue;
             }
+            if status == StatusCode::NOT_FOUND && absent_is_none {
+                return Ok(None);
+            }
             if !status.is_success() {
                 return Err(classify(status, response).await);
             }
-            return response.json().await.map_err(|e| transient(format!("unreadable answer to {method} {path}: {e}")));
+            return response
+                .json()
+                .await
+                .map(Some)
+                .map_err(|e| transient(format!("unreadable answer to {method} {path}: {e}")));
         }
     }
 
     async fn read(&self, national_id: &str, delivery: &Delivery) -> Result<Current, TargetError> {
+        let delivery = delivery.correlation_id.as_str();
         let found: Collection<Person> = self
             .call(Method::POST, "/personer/sok", Some(&serde_json::json!({ "FODSELSNR": national_id })), delivery)
             .await?;
@@ -139,6 +162,7 @@ impl ArenaTarget {
     }
 
     async fn apply(&self, op: &Operation, person_id: Option<i64>, delivery: &Delivery) -> Result<(), TargetError> {
+        let delivery = delivery.correlation_id.as_str();
         let person = || person_id.ok_or_else(|| transient("the person is not in Arena yet"));
         let _: serde_json::Value = match op {
             Operation::CreateRelation(body) => self.call(Method::POST, "/personforhold", Some(body), delivery).await?,
@@ -205,5 +229,35 @@ impl Target for ArenaTarget {
             }
         }
         Err(TargetError::Transient(format!("Arena did not converge in {MAX_ROUNDS} rounds")))
+    }
+}
+
+/// Reads of Arena's change feed and of the lookups its rows need.
+impl ArenaTarget {
+    /// Changes after `after` (a 20-digit position; empty for the start).
+    pub async fn changes(&self, after: &str, limit: usize) -> Result<inbound::FeedPage, TargetError> {
+        let path = if after.is_empty() {
+            format!("/endringer?antall={limit}")
+        } else {
+            format!("/endringer?fra_pos={after}&antall={limit}")
+        };
+        self.call(Method::GET, &path, None::<&()>, "hurtigspor-arena-feed").await
+    }
+
+    /// The national id Arena holds for its person number, if the person
+    /// exists. The answer is personal data: keep it out of logs.
+    pub async fn national_id_of(&self, person_id: i64) -> Result<Option<String>, TargetError> {
+        let path = format!("/personer/{person_id}");
+        let found: Option<inbound::PersonRow> =
+            self.call_found(Method::GET, &path, None::<&()>, "hurtigspor-arena-feed", true).await?;
+        Ok(found.map(|p| p.fodselsnr))
+    }
+
+    /// The organisation number of an employer Arena knows by its own number.
+    pub async fn employer_orgnr(&self, employer_id: i64) -> Result<Option<String>, TargetError> {
+        let path = format!("/arbeidsgivere/{employer_id}");
+        let found: Option<inbound::EmployerRow> =
+            self.call_found(Method::GET, &path, None::<&()>, "hurtigspor-arena-feed", true).await?;
+        Ok(found.map(|e| e.orgnr))
     }
 }

@@ -161,6 +161,18 @@ pub fn desired(p: &Participant) -> Result<Desired, TargetError> {
                 hurtigspor: in_hurtigspor,
             })
         })
+        .chain(p.recognition_cases.iter().filter_map(|c| {
+            // Recognition of education is a measure of the programme too:
+            // from the day it was opened until NOKUT concluded it.
+            let fra = date(c.submitted_date.as_ref())?;
+            let in_hurtigspor = hurtigspor_start.as_ref().is_some_and(|hs| fra >= *hs);
+            Some(Tiltak {
+                kind: "GODKJENNING".to_owned(),
+                fra,
+                til: date(c.decision_date.as_ref()),
+                hurtigspor: in_hurtigspor,
+            })
+        }))
         .collect();
     let permisjon = programme
         .leave_periods
@@ -311,6 +323,22 @@ mod tests {
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Avslutning xmlns=\"urn:no:imdi:nir:ws4:v1\"><Sluttdato>2026-10-30</Sluttdato><Avslutningsarsak>ARBEID</Avslutningsarsak><HovedaktivitetEtterAvslutning>ARBEID</HovedaktivitetEtterAvslutning></Avslutning>"
         );
         assert_eq!(desired.permisjoner.permisjon[0].arsak, "SYKDOM");
+    }
+
+    #[test]
+    fn a_recognition_case_is_a_godkjenning_measure_until_nokut_concludes_it() {
+        let mut p = participant();
+        p.measures.clear();
+        p.recognition_cases
+            .push(hurtigspor_proto::v1::RecognitionCase { submitted_date: d(2026, 3, 2), ..Default::default() });
+        let open = desired(&p).unwrap();
+        assert_eq!(
+            to_xml(&open.tiltak),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Tiltaksliste xmlns=\"urn:no:imdi:nir:ws4:v1\"><Tiltak><Type>GODKJENNING</Type><Fra>2026-03-02</Fra><Hurtigspor>true</Hurtigspor></Tiltak></Tiltaksliste>"
+        );
+        p.recognition_cases[0].decision_date = d(2026, 5, 1);
+        let decided = desired(&p).unwrap();
+        assert_eq!(decided.tiltak.tiltak[0].til.as_deref(), Some("2026-05-01"), "the decision ends it");
     }
 
     #[test]

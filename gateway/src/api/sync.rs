@@ -3,12 +3,13 @@
 use super::parse_name;
 use crate::{
     error::Error,
-    store::{ChangeRecord, Store, resource_name},
+    store::{ChangeRecord, InboxFilter, InboxItem, Store, resource_name},
 };
 use hurtigspor_proto::v1::{
-    ChangeEvent, FailedDelivery, GetSyncStatusRequest, ListFailedDeliveriesRequest, ListFailedDeliveriesResponse,
-    RetryDeliveriesRequest, RetryDeliveriesResponse, SyncState, SyncStatus, TargetSyncStatus, WatchChangesRequest,
-    sync_service_server::SyncService,
+    ChangeEvent, FailedDelivery, GetSyncStatusRequest, InboundChange, InboundStatus, ListFailedDeliveriesRequest,
+    ListFailedDeliveriesResponse, ListInboundChangesRequest, ListInboundChangesResponse, ReingestInboundChangesRequest,
+    ReingestInboundChangesResponse, RetryDeliveriesRequest, RetryDeliveriesResponse, SyncState, SyncStatus,
+    TargetSyncStatus, WatchChangesRequest, sync_service_server::SyncService,
 };
 use std::{pin::Pin, sync::Arc, time::Duration};
 use tokio_stream::Stream;
@@ -127,6 +128,62 @@ impl SyncService for SyncApi {
         Ok(Response::new(RetryDeliveriesResponse { retried: retried as i32 }))
     }
 
+    async fn list_inbound_changes(
+        &self,
+        request: Request<ListInboundChangesRequest>,
+    ) -> Result<Response<ListInboundChangesResponse>, Status> {
+        let req = request.into_inner();
+        let source = parse_source(&req.source, false)?;
+        let status = match InboundStatus::try_from(req.status) {
+            Ok(InboundStatus::Unspecified) => None,
+            Ok(s) => Some(status_text(s).to_owned()),
+            Err(_) => return Err(Error::invalid("status", "UNKNOWN_ENUM_VALUE", "is not an InboundStatus").into()),
+        };
+        if req.page_size < 0 {
+            return Err(Error::invalid("page_size", "OUT_OF_RANGE", "must not be negative").into());
+        }
+        let limit = if req.page_size == 0 { 50 } else { req.page_size.min(500) } as usize;
+        let after = parse_inbound_token(&req.page_token)?;
+        let filter = InboxFilter { source, status, after, limit: limit + 1 };
+        let mut items = self.store.list_inbound(filter).await?;
+        let next_page_token = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|i| format!("{}/{}", i.source, i.position)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let changes = items.into_iter().map(inbound_change).collect();
+        Ok(Response::new(ListInboundChangesResponse { changes, next_page_token }))
+    }
+
+    async fn reingest_inbound_changes(
+        &self,
+        request: Request<ReingestInboundChangesRequest>,
+    ) -> Result<Response<ReingestInboundChangesResponse>, Status> {
+        let req = request.into_inner();
+        let position = req.position.trim();
+        let source = parse_source(&req.source, !position.is_empty())?;
+        let position = if position.is_empty() {
+            None
+        } else {
+            Some(position.parse::<u64>().map(crate::inbound::padded).map_err(|_| {
+                Error::invalid(
+                    "position",
+                    "INVALID_FORMAT",
+                    "must be a change's position, as ListInboundChanges gives it",
+                )
+            })?)
+        };
+        let reingested = self.store.reingest_inbound(source.clone(), position.clone()).await?;
+        if position.is_some() && reingested == 0 {
+            return Err(
+                Error::not_found(format!("inbound/{}/{}", source.unwrap_or_default(), req.position.trim())).into()
+            );
+        }
+        tracing::info!(source = ?source, reingested, "inbound changes made due again");
+        Ok(Response::new(ReingestInboundChangesResponse { reingested: reingested as i32 }))
+    }
+
     type WatchChangesStream = EventStream;
 
     async fn watch_changes(
@@ -164,9 +221,84 @@ impl SyncService for SyncApi {
     }
 }
 
+const SOURCES: [&str; 2] = ["arena", "nokut"];
+
+fn parse_source(source: &str, required: bool) -> Result<Option<String>, Error> {
+    match source.trim() {
+        "" if !required => Ok(None),
+        "" => Err(Error::invalid("source", "REQUIRED", "is required with a position: arena or nokut")),
+        s if SOURCES.contains(&s) => Ok(Some(s.to_owned())),
+        _ => Err(Error::invalid("source", "UNKNOWN_SOURCE", "must be arena or nokut")),
+    }
+}
+
+fn parse_inbound_token(token: &str) -> Result<Option<(String, String)>, Error> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token
+        .split_once('/')
+        .filter(|(s, p)| SOURCES.contains(s) && p.len() == 20 && p.bytes().all(|b| b.is_ascii_digit()))
+        .map(|(s, p)| Some((s.to_owned(), p.to_owned())))
+        .ok_or_else(|| {
+            Error::invalid("page_token", "INVALID_PAGE_TOKEN", "is not a next_page_token from ListInboundChanges")
+        })
+}
+
+fn status_text(s: InboundStatus) -> &'static str {
+    match s {
+        InboundStatus::Unspecified => "",
+        InboundStatus::New => "new",
+        InboundStatus::Handled => "handled",
+        InboundStatus::Retry => "retry",
+        InboundStatus::Failed => "failed",
+        InboundStatus::Ignored => "ignored",
+    }
+}
+
+fn inbound_change(i: InboxItem) -> InboundChange {
+    let status = [
+        InboundStatus::New,
+        InboundStatus::Handled,
+        InboundStatus::Retry,
+        InboundStatus::Failed,
+        InboundStatus::Ignored,
+    ]
+    .into_iter()
+    .find(|s| status_text(*s) == i.status)
+    .unwrap_or(InboundStatus::Unspecified);
+    let receive_time = chrono::DateTime::parse_from_rfc3339(&i.received_time)
+        .ok()
+        .map(|t| prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 });
+    InboundChange {
+        source: i.source,
+        position: i.position,
+        kind: i.kind,
+        status: status as i32,
+        attempts: i.attempts as i32,
+        name: i.participant_id.as_deref().map(resource_name).unwrap_or_default(),
+        note: i.note.unwrap_or_default(),
+        receive_time,
+        body: i.body,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inbound_tokens_and_sources() {
+        assert_eq!(parse_inbound_token("").unwrap(), None);
+        let p = "0".repeat(19) + "7";
+        assert_eq!(parse_inbound_token(&format!("arena/{p}")).unwrap(), Some(("arena".into(), p.clone())));
+        for bad in ["arena", "nir/00000000000000000007", "arena/7", "arena/0000000000000000000x"] {
+            assert!(parse_inbound_token(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_source("", false).unwrap(), None);
+        assert!(parse_source("", true).is_err());
+        assert!(parse_source("nir", false).is_err());
+    }
 
     #[test]
     fn cursors() {

@@ -714,6 +714,7 @@ pub fn new_measure(input: &Measure, today: NaiveDate) -> Result<Measure, Error> 
         start_date: input.start_date,
         end_date: input.end_date,
         status: if start > today { MeasureStatus::Planned } else { MeasureStatus::Active } as i32,
+        end_reason: 0,
     })
 }
 
@@ -732,6 +733,13 @@ pub fn validate_end_measure(
 ) -> Result<EndMeasureInput, Error> {
     let mut v = Violations::new();
     let id = measure_id.trim();
+    if id.starts_with("arena-") {
+        return Err(Error::precondition(
+            "MEASURE_OWNED_BY_ARENA",
+            "measure_id",
+            "this measure comes from Arena, which owns it: NAV ends it in Arena and the change reaches the gateway from Arena's change feed",
+        ));
+    }
     if id.is_empty() {
         v.add("measure_id", "REQUIRED", "is required: the id of one of the participant's measures");
     } else if !is_sub_id(id, "m") {

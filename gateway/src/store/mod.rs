@@ -18,6 +18,8 @@ pub enum Origin {
     Api,
     /// NOKUT (its case numbers and decisions).
     Nokut,
+    /// Arena (NAV's measures, and the start of work).
+    Arena,
 }
 
 impl Origin {
@@ -25,6 +27,7 @@ impl Origin {
         match self {
             Self::Api => "api",
             Self::Nokut => "nokut",
+            Self::Arena => "arena",
         }
     }
 }
@@ -152,6 +155,85 @@ pub struct SyncStatus {
     pub last_error: Option<String>,
 }
 
+/// A change another system published, as it goes into the inbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboxEntry {
+    /// The source's position of the change, zero-padded to 20 digits.
+    pub position: String,
+    /// What it is, e.g. `SIAMO.TILTAKDELTAKER U`.
+    pub kind: String,
+    /// The change as received (JSON), personal data removed.
+    pub body: String,
+}
+
+/// An inbox entry and how its ingest went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboxItem {
+    pub source: String,
+    pub position: String,
+    pub kind: String,
+    pub body: String,
+    /// `new`, `handled`, `retry`, `failed` or `ignored`.
+    pub status: String,
+    pub attempts: i64,
+    pub participant_id: Option<String>,
+    pub note: Option<String>,
+    pub received_time: String,
+    pub update_time: String,
+}
+
+/// Which inbox entries to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InboxFilter {
+    pub source: Option<String>,
+    pub status: Option<String>,
+    /// Entries after this (source, position), for paging.
+    pub after: Option<(String, String)>,
+    pub limit: usize,
+}
+
+/// An Arena measure instance (SIAMO.TILTAKGJENNOMFORING) as last published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeasureInstance {
+    pub instance_id: i64,
+    /// Arena's TILTAKSKODE, e.g. `ARBTREN`.
+    pub code: String,
+    /// Arena's employer number (ARBGIV_ID_ARRANGOR), if any.
+    pub employer_id: Option<i64>,
+}
+
+/// How an inbox entry's ingest ended.
+pub enum Settle {
+    /// Apply `mutation` to the participant, unless a later change of the same
+    /// `entity` was applied already. A mutation that changes nothing stores
+    /// no new version. `refs` are remembered as (system, reference) for the
+    /// mutation's participant.
+    Apply { entity: String, mutation: Mutation, refs: Vec<(String, String)> },
+    /// Remember an Arena measure instance (later ones win).
+    Instance(MeasureInstance),
+    /// Nothing to do, and why.
+    Ignore { reason: String },
+    /// Try again at `at`.
+    Retry { error: String, at: chrono::DateTime<chrono::Utc> },
+    /// Give up until someone re-ingests it.
+    Fail { error: String },
+}
+
+/// What settling did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Settled {
+    /// Applied as this version; `None` when the record already held it
+    /// (an echo).
+    Handled(Option<i64>),
+    Ignored,
+    /// A later change of the same entity was applied already.
+    Superseded,
+    Retry,
+    Failed,
+    /// No such entry, or it was already settled for good.
+    Gone,
+}
+
 #[cfg_attr(any(test, feature = "testsuite"), mockall::automock)]
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -188,6 +270,39 @@ pub trait Store: Send + Sync + 'static {
     /// Makes failed deliveries due again (one participant's, or all);
     /// returns how many.
     async fn retry_failed_syncs(&self, participant_id: Option<String>) -> Result<usize, Error>;
+
+    /// Where `source`'s feed was read up to.
+    async fn inbound_cursor(&self, source: &str) -> Result<Option<String>, Error>;
+
+    /// Keeps changes received from `source` (ignoring ones already kept) and,
+    /// in the same transaction, moves its cursor to `cursor` if given.
+    /// Returns how many were new.
+    async fn receive_inbound(
+        &self,
+        source: &str,
+        entries: Vec<InboxEntry>,
+        cursor: Option<String>,
+    ) -> Result<usize, Error>;
+
+    /// Entries of `source` to ingest now (new, or retry and due), in feed order.
+    async fn due_inbound(&self, source: &str, limit: usize) -> Result<Vec<InboxItem>, Error>;
+
+    /// Ends (or defers) one entry's ingest, together with what it applies.
+    async fn settle_inbound(&self, source: &str, position: &str, settle: Settle) -> Result<Settled, Error>;
+
+    /// Inbox entries, in (source, position) order.
+    async fn list_inbound(&self, filter: InboxFilter) -> Result<Vec<InboxItem>, Error>;
+
+    /// Makes entries due for ingest again: one (`source` and `position`), or
+    /// every failed one (of `source`, if given). Returns how many.
+    async fn reingest_inbound(&self, source: Option<String>, position: Option<String>) -> Result<usize, Error>;
+
+    /// An Arena measure instance the feed published.
+    async fn measure_instance(&self, instance_id: i64) -> Result<Option<MeasureInstance>, Error>;
+
+    /// The participant another system knows by `reference` (e.g. a NOKUT
+    /// case number, system `nokut`).
+    async fn participant_by_ref(&self, system: &str, reference: &str) -> Result<Option<String>, Error>;
 
     /// Finishes pending writes and releases the database.
     async fn close(&self);

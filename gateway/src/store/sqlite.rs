@@ -7,8 +7,9 @@
 //! connections, which WAL lets run beside the writer.
 
 use super::{
-    ChangeRecord, Committed, IdempotencyKey, ListPage, ListQuery, Mutation, NewParticipant, Origin, Store, SyncOutcome,
-    SyncStatus, SyncTask, etag_for, resource_name,
+    ChangeRecord, Committed, IdempotencyKey, InboxEntry, InboxFilter, InboxItem, ListPage, ListQuery, MeasureInstance,
+    Mutation, NewParticipant, Origin, Settle, Settled, Store, SyncOutcome, SyncStatus, SyncTask, etag_for,
+    resource_name,
 };
 use crate::error::Error;
 use async_trait::async_trait;
@@ -44,6 +45,7 @@ impl From<rusqlite::Error> for Error {
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
     (2, "sync", include_str!("../../migrations/sqlite/0002_sync.sql")),
+    (3, "inbound", include_str!("../../migrations/sqlite/0003_inbound.sql")),
 ];
 
 /// Most writes committed together.
@@ -76,6 +78,8 @@ pub struct SqliteStore {
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Targets and wake-up for writes made outside the writer (inbound).
+    sync: SyncConfig,
 }
 
 /// Counters of the write path: how many writes shared how many commits.
@@ -112,9 +116,10 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriteStats::default());
         let writer_stats = Arc::clone(&stats);
+        let writer_sync = sync.clone();
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, &writer_stats, &sync))
+            .spawn(move || writer_loop(conn, rx, &writer_stats, &writer_sync))
             .map_err(|e| Error::Internal(format!("cannot start writer thread: {e}")))?;
         Ok((
             Self {
@@ -124,6 +129,7 @@ impl SqliteStore {
                 queue: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
                 readers: Arc::new(Mutex::new(Vec::new())),
+                sync,
             },
             report,
         ))
@@ -527,6 +533,7 @@ fn apply_create(
         params![new.id, new.national_id_hash, new.national_id, p.kommunenummer, status, version, encoded, now_text(now)],
     )?;
     append_change(conn, &new.id, version, "participant.created", new.origin, &new.actor, now, &encoded)?;
+    keep_case_numbers(conn, &new.id, &p)?;
     if let Some(key) = &new.idempotency {
         remember(conn, key, &new.id, version, now)?;
     }
@@ -536,13 +543,25 @@ fn apply_create(
 }
 
 fn apply_mutation(conn: &Connection, m: Mutation, now: DateTime<Utc>, targets: &[String]) -> Result<Committed, Error> {
+    apply_mutation_if(conn, m, now, targets, false).map(|c| c.expect("stored unconditionally"))
+}
+
+/// Applies a mutation; with `skip_unchanged`, a mutation that leaves the
+/// record as it was stores nothing and answers `None`.
+fn apply_mutation_if(
+    conn: &Connection,
+    m: Mutation,
+    now: DateTime<Utc>,
+    targets: &[String],
+    skip_unchanged: bool,
+) -> Result<Option<Committed>, Error> {
     if let Some(key) = &m.idempotency
         && let Some(done) = replay(conn, key)?
     {
         if done.participant.name != resource_name(&m.id) {
             return Err(Error::RequestIdReused);
         }
-        return Ok(done);
+        return Ok(Some(done));
     }
     let row: Option<(i64, Vec<u8>, String)> = conn
         .query_row("SELECT version, record, national_id FROM participants WHERE id = ?1", [&m.id], |r| {
@@ -565,6 +584,11 @@ fn apply_mutation(conn: &Connection, m: Mutation, now: DateTime<Utc>, targets: &
     p.name = before.name.clone();
     p.national_id = before.national_id.clone();
     p.create_time = before.create_time;
+    p.etag = before.etag.clone();
+    p.update_time = before.update_time;
+    if skip_unchanged && encode_record(&p) == encode_record(&before) {
+        return Ok(None);
+    }
     let version = current + 1;
     p.etag = etag_for(version);
     p.update_time = Some(timestamp(now));
@@ -576,11 +600,136 @@ fn apply_mutation(conn: &Connection, m: Mutation, now: DateTime<Utc>, targets: &
         params![m.id, p.kommunenummer, status, version, encoded, now_text(now)],
     )?;
     append_change(conn, &m.id, version, m.kind.0, m.origin, &m.actor, now, &encoded)?;
+    keep_case_numbers(conn, &m.id, &p)?;
     if let Some(key) = &m.idempotency {
         remember(conn, key, &m.id, version, now)?;
     }
     mark_for_sync(conn, targets, &m.id, version, now)?;
-    Ok(Committed { participant: p, version, replayed: false })
+    Ok(Some(Committed { participant: p, version, replayed: false }))
+}
+
+/// Keeps the recognition authority's case numbers findable, so that its
+/// changes can be matched to the participant.
+fn keep_case_numbers(conn: &Connection, id: &str, p: &Participant) -> Result<(), Error> {
+    for case in p.recognition_cases.iter().filter(|c| !c.case_number.is_empty()) {
+        conn.execute(
+            "INSERT OR IGNORE INTO external_refs (system, reference, participant_id) VALUES ('nokut', ?1, ?2)",
+            params![case.case_number, id],
+        )?;
+    }
+    Ok(())
+}
+
+fn inbox_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<InboxItem> {
+    Ok(InboxItem {
+        source: r.get(0)?,
+        position: r.get(1)?,
+        kind: r.get(2)?,
+        body: r.get(3)?,
+        status: r.get(4)?,
+        attempts: r.get(5)?,
+        participant_id: r.get(6)?,
+        note: r.get(7)?,
+        received_time: r.get(8)?,
+        update_time: r.get(9)?,
+    })
+}
+
+const INBOX_COLUMNS: &str =
+    "source, position, kind, body, status, attempts, participant_id, note, received_time, update_time";
+
+/// Settles one inbox entry inside a transaction.
+fn settle(c: &Connection, source: &str, position: &str, settle: Settle, targets: &[String]) -> Result<Settled, Error> {
+    let now = Utc::now();
+    let open: Option<i64> = c
+        .query_row(
+            "SELECT attempts FROM inbox WHERE source = ?1 AND position = ?2 AND status IN ('new', 'retry')",
+            params![source, position],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if open.is_none() {
+        return Ok(Settled::Gone);
+    }
+    let mark = |status: &str, note: Option<&str>, participant: Option<&str>| -> Result<(), Error> {
+        c.execute(
+            "UPDATE inbox SET status = ?3, note = ?4, participant_id = coalesce(?5, participant_id), update_time = ?6
+             WHERE source = ?1 AND position = ?2",
+            params![source, position, status, note, participant, now_text(now)],
+        )?;
+        Ok(())
+    };
+    match settle {
+        Settle::Apply { entity, mutation, refs } => {
+            let applied: Option<String> = c
+                .query_row(
+                    "SELECT position FROM inbound_applied WHERE source = ?1 AND entity = ?2",
+                    params![source, entity],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let participant = mutation.id.clone();
+            if applied.is_some_and(|a| a.as_str() >= position) {
+                mark(
+                    "ignored",
+                    Some("superseded: a later change of the same record was applied already"),
+                    Some(&participant),
+                )?;
+                return Ok(Settled::Superseded);
+            }
+            let committed = apply_mutation_if(c, mutation, now, targets, true)?;
+            c.execute(
+                "INSERT INTO inbound_applied (source, entity, position) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (source, entity) DO UPDATE SET position = excluded.position",
+                params![source, entity, position],
+            )?;
+            for (system, reference) in refs {
+                c.execute(
+                    "INSERT INTO external_refs (system, reference, participant_id) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (system, reference) DO UPDATE SET participant_id = excluded.participant_id",
+                    params![system, reference, participant],
+                )?;
+            }
+            let version = committed.map(|c| c.version);
+            let note = match version {
+                Some(v) => format!("applied as version {v}"),
+                None => "the record already held it".to_owned(),
+            };
+            mark("handled", Some(&note), Some(&participant))?;
+            Ok(Settled::Handled(version))
+        }
+        Settle::Instance(i) => {
+            c.execute(
+                "INSERT INTO arena_measure_instances (instance_id, code, employer_id, position) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (instance_id) DO UPDATE SET code = excluded.code, employer_id = excluded.employer_id,
+                     position = excluded.position
+                 WHERE excluded.position > arena_measure_instances.position",
+                params![i.instance_id, i.code, i.employer_id, position],
+            )?;
+            mark("handled", Some("measure instance remembered"), None)?;
+            Ok(Settled::Handled(None))
+        }
+        Settle::Ignore { reason } => {
+            mark("ignored", Some(&reason), None)?;
+            Ok(Settled::Ignored)
+        }
+        Settle::Retry { error, at } => {
+            c.execute(
+                "UPDATE inbox SET status = 'retry', attempts = attempts + 1, note = ?3, next_attempt_time = ?4,
+                     update_time = ?5 WHERE source = ?1 AND position = ?2",
+                params![source, position, error, now_text(at), now_text(now)],
+            )?;
+            Ok(Settled::Retry)
+        }
+        Settle::Fail { error } => {
+            c.execute(
+                "UPDATE inbox SET status = 'failed', attempts = attempts + 1, note = ?3, update_time = ?4
+                 WHERE source = ?1 AND position = ?2",
+                params![source, position, error, now_text(now)],
+            )?;
+            Ok(Settled::Failed)
+        }
+    }
 }
 
 fn sync_rows(c: &Connection, filter: &str, args: impl rusqlite::Params) -> Result<Vec<SyncStatus>, Error> {
@@ -782,6 +931,129 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn inbound_cursor(&self, source: &str) -> Result<Option<String>, Error> {
+        let source = source.to_owned();
+        self.read(move |c| {
+            Ok(c.query_row("SELECT position FROM inbound_cursor WHERE source = ?1", [&source], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn receive_inbound(
+        &self,
+        source: &str,
+        entries: Vec<InboxEntry>,
+        cursor: Option<String>,
+    ) -> Result<usize, Error> {
+        let source = source.to_owned();
+        self.sync_write(move |c| {
+            let now = now_text(Utc::now());
+            let mut added = 0;
+            {
+                let mut insert = c.prepare_cached(
+                    "INSERT OR IGNORE INTO inbox (source, position, kind, body, status, next_attempt_time, received_time, update_time)
+                     VALUES (?1, ?2, ?3, ?4, 'new', ?5, ?5, ?5)",
+                )?;
+                for e in entries {
+                    added += insert.execute(params![source, e.position, e.kind, e.body, now])?;
+                }
+            }
+            if let Some(cursor) = cursor {
+                c.execute(
+                    "INSERT INTO inbound_cursor (source, position, update_time) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (source) DO UPDATE SET position = excluded.position, update_time = excluded.update_time
+                     WHERE excluded.position > inbound_cursor.position",
+                    params![source, cursor, now],
+                )?;
+            }
+            Ok(added)
+        })
+        .await
+    }
+
+    async fn due_inbound(&self, source: &str, limit: usize) -> Result<Vec<InboxItem>, Error> {
+        let source = source.to_owned();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {INBOX_COLUMNS} FROM inbox
+                 WHERE source = ?1 AND (status = 'new' OR (status = 'retry' AND next_attempt_time <= ?2))
+                 ORDER BY position LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![source, now_text(Utc::now()), limit as i64], inbox_item)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn settle_inbound(&self, source: &str, position: &str, outcome: Settle) -> Result<Settled, Error> {
+        let (source, position) = (source.to_owned(), position.to_owned());
+        let targets = self.sync.targets.clone();
+        let settled = self.sync_write(move |c| settle(c, &source, &position, outcome, &targets)).await?;
+        if matches!(settled, Settled::Handled(Some(_))) && !self.sync.targets.is_empty() {
+            self.sync.wake.notify_one();
+        }
+        Ok(settled)
+    }
+
+    async fn list_inbound(&self, filter: InboxFilter) -> Result<Vec<InboxItem>, Error> {
+        self.read(move |c| {
+            let (after_source, after_position) = filter.after.unwrap_or_default();
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {INBOX_COLUMNS} FROM inbox
+                 WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR status = ?2) AND (source, position) > (?3, ?4)
+                 ORDER BY source, position LIMIT ?5"
+            ))?;
+            let rows = stmt.query_map(
+                params![filter.source, filter.status, after_source, after_position, filter.limit as i64],
+                inbox_item,
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn reingest_inbound(&self, source: Option<String>, position: Option<String>) -> Result<usize, Error> {
+        self.sync_write(move |c| {
+            let now = now_text(Utc::now());
+            // One named entry is taken again whatever its status; without a
+            // position, the failed ones are.
+            let changed = c.execute(
+                "UPDATE inbox SET status = 'new', attempts = 0, next_attempt_time = ?1, update_time = ?1
+                 WHERE (?2 IS NULL OR source = ?2)
+                   AND CASE WHEN ?3 IS NULL THEN status = 'failed' ELSE position = ?3 AND status <> 'new' END",
+                params![now, source, position],
+            )?;
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn measure_instance(&self, instance_id: i64) -> Result<Option<MeasureInstance>, Error> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT instance_id, code, employer_id FROM arena_measure_instances WHERE instance_id = ?1",
+                [instance_id],
+                |r| Ok(MeasureInstance { instance_id: r.get(0)?, code: r.get(1)?, employer_id: r.get(2)? }),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn participant_by_ref(&self, system: &str, reference: &str) -> Result<Option<String>, Error> {
+        let (system, reference) = (system.to_owned(), reference.to_owned());
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT participant_id FROM external_refs WHERE system = ?1 AND reference = ?2",
+                params![system, reference],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
     async fn close(&self) {
         // Dropping the sender lets the writer finish what is queued and stop.
         drop(self.queue.lock().expect("queue lock").take());
@@ -953,7 +1225,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
         let (store, report) = SqliteStore::open(&path).unwrap();
-        assert_eq!(report.applied, vec![1, 2]);
+        assert_eq!(report.applied, (1..=MIGRATIONS.len() as i64).collect::<Vec<_>>());
         store.close().await;
         let (store, report) = SqliteStore::open(&path).unwrap();
         assert!(report.applied.is_empty());
@@ -1048,6 +1320,61 @@ mod tests {
             (tasks[0].target.as_str(), tasks[0].participant_id.as_str(), tasks[0].desired_version),
             ("nir", "a", 1)
         );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_inbox_keeps_each_change_once_and_never_rolls_a_record_back() {
+        use crate::store::{InboxEntry, InboxFilter, Settle, Settled, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = SqliteStore::open(&dir.path().join("i.db")).unwrap();
+        store.create(new_participant("a", 1)).await.unwrap();
+        let entry = |pos: u64| InboxEntry { position: format!("{pos:020}"), kind: "K".into(), body: "{}".into() };
+        assert_eq!(
+            store.receive_inbound("arena", vec![entry(1), entry(2)], Some(format!("{:020}", 2))).await.unwrap(),
+            2
+        );
+        // A repeat (a webhook after polling) is kept once; the cursor never goes back.
+        assert_eq!(store.receive_inbound("arena", vec![entry(2)], Some(format!("{:020}", 1))).await.unwrap(), 0);
+        assert_eq!(store.inbound_cursor("arena").await.unwrap(), Some(format!("{:020}", 2)));
+        let due = store.due_inbound("arena", 10).await.unwrap();
+        assert_eq!(due.iter().map(|i| i.position.as_str()).collect::<Vec<_>>(), [entry(1).position, entry(2).position]);
+
+        let set_name = |n: &'static str| Settle::Apply {
+            entity: "e".into(),
+            mutation: mutation("a", move |p| {
+                p.given_name = n.into();
+                Ok(())
+            }),
+            refs: vec![("arena_person".into(), "7".into())],
+        };
+        // The newer change first (the older one was waiting for a retry).
+        assert_eq!(
+            store.settle_inbound("arena", &entry(2).position, set_name("New")).await.unwrap(),
+            Settled::Handled(Some(2))
+        );
+        assert_eq!(
+            store.settle_inbound("arena", &entry(1).position, set_name("Old")).await.unwrap(),
+            Settled::Superseded
+        );
+        assert_eq!(store.get("a").await.unwrap().unwrap().given_name, "New", "not rolled back");
+        assert_eq!(store.participant_by_ref("arena_person", "7").await.unwrap().as_deref(), Some("a"));
+        assert_eq!(store.settle_inbound("arena", &entry(1).position, set_name("Old")).await.unwrap(), Settled::Gone);
+
+        // Re-ingested, an echo of what the record holds stores no version.
+        assert_eq!(store.reingest_inbound(Some("arena".into()), Some(entry(2).position)).await.unwrap(), 1);
+        store.receive_inbound("arena", vec![entry(3)], None).await.unwrap();
+        let same = Settle::Apply { entity: "e".into(), mutation: mutation("a", |_| Ok(())), refs: vec![] };
+        assert_eq!(store.settle_inbound("arena", &entry(3).position, same).await.unwrap(), Settled::Handled(None));
+        assert_eq!(store.get("a").await.unwrap().unwrap().etag, etag_for(2));
+
+        // A refused entry fails; re-ingesting the failed ones makes it due again.
+        store.settle_inbound("arena", &entry(2).position, Settle::Fail { error: "bad".into() }).await.unwrap();
+        let failed = InboxFilter { status: Some("failed".into()), limit: 10, ..Default::default() };
+        assert_eq!(store.list_inbound(failed.clone()).await.unwrap()[0].note.as_deref(), Some("bad"));
+        assert_eq!(store.reingest_inbound(None, None).await.unwrap(), 1);
+        assert!(store.list_inbound(failed).await.unwrap().is_empty());
+        assert_eq!(store.due_inbound("arena", 10).await.unwrap().len(), 1);
         store.close().await;
     }
 

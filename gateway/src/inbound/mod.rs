@@ -1,0 +1,142 @@
+//! Inbound sync: what Arena and NOKUT change comes back into the canonical
+//! record, only in the fields each owns (DESIGN.md section 6).
+//!
+//! Each source is read from a persisted position into the inbox; an entry is
+//! kept before it is handled, so nothing read is lost. An ingester takes due
+//! entries in feed order and settles each one: handled (applied, or already
+//! held), ignored (with the reason), retry (a passing failure, with backoff)
+//! or failed (needs a fix, then re-ingest). Applying and settling commit
+//! together, and a change older than one already applied to the same Arena
+//! participation or NOKUT case is superseded, so a re-ingest or a repeat
+//! never rolls a record back. Echoes of the gateway's own writes change
+//! nothing and store no new version.
+
+pub mod arena;
+pub mod nokut;
+
+use crate::{
+    store::{InboxItem, Settle, Settled, Store},
+    sync::RetryPolicy,
+};
+use hurtigspor_adapters::TargetError;
+use std::{future::Future, sync::Arc, time::Duration};
+use tokio::sync::{Notify, watch};
+
+/// Entries taken per round.
+const BATCH: usize = 100;
+
+/// One source's ingest loop: read the feed, then handle what is due.
+pub(crate) trait Source: Send + Sync + 'static {
+    /// `arena` or `nokut`.
+    fn name(&self) -> &'static str;
+
+    /// Reads new changes into the inbox; returns how many were new.
+    fn fetch(&self) -> impl Future<Output = Result<usize, TargetError>> + Send;
+
+    /// Decides what one entry means. A transient error retries it.
+    fn handle(&self, item: &InboxItem) -> impl Future<Output = Result<Settle, TargetError>> + Send;
+}
+
+/// Runs a source until `stop`: reads on every `poll` tick or `wake`, then
+/// ingests what is due.
+pub(crate) async fn run<S: Source>(
+    source: Arc<S>,
+    store: Arc<dyn Store>,
+    policy: RetryPolicy,
+    poll: Duration,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = source.name();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match source.fetch().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(source = name, changes = n, "received changes"),
+            Err(e) => {
+                tracing::warn!(source = name, error = %e, "cannot read the change feed; trying again at the next poll")
+            }
+        }
+        let ingest = ingest_due(&*source, &*store, &policy);
+        tokio::select! {
+            () = ingest => {}
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Handles every due entry, in feed order, until none is left.
+pub(crate) async fn ingest_due<S: Source>(source: &S, store: &dyn Store, policy: &RetryPolicy) {
+    let name = source.name();
+    loop {
+        let due = match store.due_inbound(name, BATCH).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(source = name, error = %e, "cannot read the inbox");
+                return;
+            }
+        };
+        if due.is_empty() {
+            return;
+        }
+        let mut progressed = false;
+        for item in &due {
+            let outcome = match source.handle(item).await {
+                Ok(settle) => settle,
+                Err(e) => retry(item, e, policy),
+            };
+            let settled = match store.settle_inbound(name, &item.position, outcome).await {
+                Ok(s) => s,
+                // The record refused the change (it no longer fits): that
+                // is for a person to look at.
+                Err(e) if !matches!(e, crate::error::Error::Unavailable(_) | crate::error::Error::Internal(_)) => {
+                    let fail = Settle::Fail { error: format!("the record refused the change: {e}") };
+                    store.settle_inbound(name, &item.position, fail).await.unwrap_or(Settled::Gone)
+                }
+                Err(e) => {
+                    tracing::warn!(source = name, error = %e, "cannot settle an inbox entry; it is tried again");
+                    return;
+                }
+            };
+            progressed |= !matches!(settled, Settled::Retry);
+            match settled {
+                Settled::Failed => tracing::warn!(
+                    source = name, position = %item.position,
+                    "an inbound change failed; fix the cause, then re-ingest it with SyncService.ReingestInboundChanges"
+                ),
+                Settled::Handled(Some(version)) => tracing::info!(
+                    source = name, position = %item.position, version, "applied an inbound change"
+                ),
+                _ => {}
+            }
+        }
+        // Entries waiting for a retry are left for a later round.
+        if !progressed || due.len() < BATCH {
+            return;
+        }
+    }
+}
+
+fn retry(item: &InboxItem, error: TargetError, policy: &RetryPolicy) -> Settle {
+    if let TargetError::Permanent(reason) = error {
+        return Settle::Fail { error: reason };
+    }
+    let error = error.to_string();
+    if item.attempts + 1 >= policy.max_attempts {
+        return Settle::Fail { error: format!("gave up after {} attempts: {error}", item.attempts + 1) };
+    }
+    let delay = policy.delay(item.attempts);
+    Settle::Retry { error, at: chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default() }
+}
+
+/// A 20-digit position, so that text order is feed order.
+pub(crate) fn padded(position: u64) -> String {
+    format!("{position:020}")
+}
