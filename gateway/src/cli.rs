@@ -177,6 +177,9 @@ async fn serve(config: Config, dev: bool, seed: u32) -> anyhow::Result<()> {
     if dev {
         println!("hurtigspor dev gateway");
         println!("  listening on http://{addr} (gRPC, plaintext; health and reflection on)");
+        if let Some(http) = gateway.http_addr() {
+            println!("  webhooks at http://{http}/webhooks/nokut (NOKUT is subscribed to it)");
+        }
         println!("  data in     {}", data_dir.display());
         println!("  DEV MODE: synthetic test identities are accepted. Never put real personal data here.");
         for (name, url) in &mocks {
