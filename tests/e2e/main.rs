@@ -3,6 +3,7 @@
 //! Logs are captured at TRACE level (printed when `TEST_LOG` is set).
 
 mod errors;
+mod faults;
 mod helpers;
 mod inbound;
 mod journey;
