@@ -63,13 +63,13 @@ pub fn scheme(s: i32) -> Option<&'static str> {
     })
 }
 
-/// The case to open for `case`. The canonical record does not yet say
-/// whether the documents are complete; the competence mapping's
-/// "documented" educations stand in for it.
+/// The case to open for `case`. Only what the case fixed when it was opened
+/// goes in (never the current competence mapping), so a retry under the same
+/// `Idempotency-Key` sends the same body whatever changed since.
 pub fn new_case(p: &Participant, case: &RecognitionCase) -> Result<NewCase, TargetError> {
     let ordning = scheme(case.scheme)
         .ok_or_else(|| TargetError::Permanent(format!("recognition case {} has no scheme", case.id)))?;
-    let documented = p.competence.as_ref().is_some_and(|c| c.educations.iter().any(|e| e.documented));
+    let documented = case.documentation_complete;
     Ok(NewCase {
         ordning,
         soker: Applicant { fodselsnummer: p.national_id.clone() },
@@ -276,21 +276,21 @@ mod tests {
 
     #[test]
     fn golden_case_body() {
-        let p = Participant {
-            national_id: "15838510075".into(),
-            competence: Some(CompetenceMapping {
-                educations: vec![CanonicalEducation { documented: true, ..Default::default() }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let mut p = Participant { national_id: "15838510075".into(), ..Default::default() };
         let case = RecognitionCase {
             id: "r-1".into(),
             scheme: RecognitionScheme::HigherEducation as i32,
             education_description: "Bachelor i sykepleie".into(),
             country_code: "SY".into(),
+            documentation_complete: true,
             ..Default::default()
         };
+        let body = new_case(&p, &case).unwrap();
+        p.competence = Some(CompetenceMapping {
+            educations: vec![CanonicalEducation { documented: false, ..Default::default() }],
+            ..Default::default()
+        });
+        assert_eq!(new_case(&p, &case).unwrap(), body, "a later mapping does not change the application");
         assert_eq!(
             serde_json::to_value(new_case(&p, &case).unwrap()).unwrap(),
             json!({

@@ -802,11 +802,12 @@ pub fn new_recognition_case(input: &RecognitionCase, today: NaiveDate) -> Result
         country_code: input.country_code.clone(),
         submitted_date: Some(dates::to_proto(today)),
         status: RecognitionStatus::Submitted as i32,
+        documentation_complete: input.documentation_complete,
         ..Default::default()
     })
 }
 
-pub fn open_recognition_case(p: &mut Participant, case: RecognitionCase) -> Result<(), Error> {
+pub fn open_recognition_case(p: &mut Participant, mut case: RecognitionCase) -> Result<(), Error> {
     let open_same_scheme = p.recognition_cases.iter().any(|c| {
         c.scheme == case.scheme
             && matches!(
@@ -824,6 +825,8 @@ pub fn open_recognition_case(p: &mut Participant, case: RecognitionCase) -> Resu
             "a case under the same scheme is still open; wait for its decision before opening another",
         ));
     }
+    // What the application says about its documents is fixed now.
+    case.documentation_complete |= p.competence.as_ref().is_some_and(|c| c.educations.iter().any(|e| e.documented));
     p.recognition_cases.push(case);
     Ok(())
 }
