@@ -577,3 +577,71 @@ fn hurtigspor_mocks_sign(secret: &str, ts: i64, body: &str) -> String {
     mac.update(format!("{ts}.{body}").as_bytes());
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
+
+async fn fault(app: &TestApp, system: &str, rule: Value) {
+    let response =
+        reqwest::Client::new().post(format!("{}/admin/faults", app.mocks[system])).json(&rule).send().await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+/// Arena's feed and lookups failing, and NOKUT's feed answering garbage,
+/// delay what comes back but lose and repeat nothing.
+#[tokio::test]
+async fn inbound_changes_survive_a_failing_feed_and_lookups() {
+    let app = spawn_app().await;
+    let p = app.create(minimal_participant()).await;
+    let (q, number) = numbered_case(&app, RecognitionScheme::QualificationsAssessment).await;
+    let feed = "/ords/arena/api/v1/endringer";
+    fault(&app, "arena", json!({ "kind": "error", "status": 503, "route": feed, "method": "GET", "times": 3 })).await;
+    fault(
+        &app,
+        "arena",
+        json!({ "kind": "reset_connection", "route": "/ords/arena/api/v1/personer", "method": "GET", "times": 2 }),
+    )
+    .await;
+    fault(&app, "arena", json!({ "kind": "malformed_body", "route": "/ords/arena/api/v1/arbeidsgivere", "times": 2 }))
+        .await;
+    fault(&app, "nokut", json!({ "kind": "malformed_body", "route": "/api/v1/endringer", "times": 3 })).await;
+    // Webhooks go nowhere: only the (failing) feed can bring NOKUT's change.
+    reqwest::Client::new()
+        .post(format!("{}/api/v1/webhooks", app.mocks["nokut"]))
+        .header("x-api-key", "nokut-dev-key")
+        .json(&json!({ "url": "http://127.0.0.1:9/nowhere" }))
+        .send()
+        .await
+        .unwrap();
+
+    let training = caseworker(
+        &app,
+        "tiltak",
+        json!({ "fodselsnr": p.national_id, "tiltakskode": "ARBTREN", "arbgiv_orgnr": EMPLOYER,
+                "dato_fra": "2026-09-01 00:00:00" }),
+    )
+    .await;
+    advance_nokut(&app, 31).await;
+
+    let record = record_until(&app, &p.name, |r| r.measures.len() == 1).await;
+    assert_eq!(record.measures[0].id, format!("arena-{}", training["TILTAKDELTAKER_ID"]));
+    assert_eq!(record.measures[0].employer_orgnr, EMPLOYER, "the employer lookup was retried, not skipped");
+    record_until(&app, &q.name, |r| {
+        r.recognition_cases[0].case_number == number
+            && r.recognition_cases[0].status == RecognitionStatus::StatementIssued as i32
+    })
+    .await;
+    let injected = |s: &Value| s.as_array().map_or(0, |f| f.iter().map(|r| r["injected"].as_u64().unwrap_or(0)).sum());
+    let arena_faults: Value =
+        reqwest::get(format!("{}/admin/faults", app.mocks["arena"])).await.unwrap().json().await.unwrap();
+    assert!(injected(&arena_faults) >= 5, "the faults did fire: {arena_faults}");
+    let settled = until(
+        "every change settled",
+        || inbox(&app, ""),
+        |c| c.iter().all(|c| is(c, InboundStatus::Handled) || is(c, InboundStatus::Ignored)),
+    )
+    .await;
+    assert_eq!(
+        settled.iter().filter(|c| c.source == "arena" && c.kind == "SIAMO.TILTAKDELTAKER I").count(),
+        1,
+        "kept once"
+    );
+    assert_eq!(app.get(&p.name).await.measures.len(), 1, "applied once");
+}
