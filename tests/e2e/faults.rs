@@ -373,7 +373,7 @@ async fn assert_delivered_once_and_in_order(app: &TestApp, journeys: &[Journey])
     let failed = app
         .sync_client()
         .await
-        .list_failed_deliveries(ListFailedDeliveriesRequest { page_size: 500 })
+        .list_failed_deliveries(ListFailedDeliveriesRequest { page_size: 500, ..Default::default() })
         .await
         .unwrap()
         .into_inner()
@@ -724,7 +724,7 @@ async fn an_outage_outlasting_the_retries_fails_with_the_reason_and_heals_on_ret
         || {
             let mut sync = sync.clone();
             async move {
-                let request = ListFailedDeliveriesRequest { page_size: 500 };
+                let request = ListFailedDeliveriesRequest { page_size: 500, ..Default::default() };
                 sync.list_failed_deliveries(request).await.unwrap().into_inner().deliveries
             }
         },

@@ -235,3 +235,39 @@ async fn watch_changes_resumes_from_a_cursor_without_gaps_or_repeats() {
     let bad = sync.watch_changes(WatchChangesRequest { cursor: "yesterday".into() }).await.unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn failed_deliveries_are_listed_page_by_page() {
+    let app = spawn_app().await;
+    let mut poisoned = Vec::new();
+    for _ in 0..3 {
+        poisoned.push(make_candidate(&app, "").await.name);
+    }
+    for name in &poisoned {
+        app.sync_until(name, |t| t.iter().any(|t| t.target == "arena" && t.state == SyncState::Failed as i32)).await;
+    }
+    let mut client = app.sync_client().await;
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_failed_deliveries(ListFailedDeliveriesRequest { page_size: 2, page_token: token.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.deliveries.len() <= 2);
+        seen.extend(page.deliveries.into_iter().map(|d| d.name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut expected = poisoned.clone();
+    expected.sort();
+    let mut got = seen.clone();
+    got.sort();
+    assert_eq!(got, expected, "every failed delivery once, over two pages");
+    let bad =
+        client.list_failed_deliveries(ListFailedDeliveriesRequest { page_size: 2, page_token: "garbage".into() }).await;
+    expect_error(bad, Code::InvalidArgument, "INVALID_ARGUMENT");
+}

@@ -95,15 +95,20 @@ impl SyncService for SyncApi {
         &self,
         request: Request<ListFailedDeliveriesRequest>,
     ) -> Result<Response<ListFailedDeliveriesResponse>, Status> {
-        let size = request.get_ref().page_size;
-        if size < 0 {
+        let req = request.into_inner();
+        if req.page_size < 0 {
             return Err(Error::invalid("page_size", "OUT_OF_RANGE", "must not be negative").into());
         }
-        let limit = if size == 0 { 50 } else { size.min(500) } as usize;
-        let deliveries = self
-            .store
-            .failed_syncs(limit)
-            .await?
+        let limit = if req.page_size == 0 { 50 } else { req.page_size.min(500) } as usize;
+        let after = parse_failed_token(&req.page_token)?;
+        let mut rows = self.store.failed_syncs(after, limit + 1).await?;
+        let next_page_token = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|s| format!("{}|{}|{}", s.update_time, s.target, s.participant_id)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let deliveries = rows
             .into_iter()
             .map(|s| FailedDelivery {
                 name: resource_name(&s.participant_id),
@@ -114,7 +119,7 @@ impl SyncService for SyncApi {
                 attempts: s.attempts as i32,
             })
             .collect();
-        Ok(Response::new(ListFailedDeliveriesResponse { deliveries }))
+        Ok(Response::new(ListFailedDeliveriesResponse { deliveries, next_page_token }))
     }
 
     async fn retry_deliveries(
@@ -243,6 +248,29 @@ fn parse_inbound_token(token: &str) -> Result<Option<(String, String)>, Error> {
         .ok_or_else(|| {
             Error::invalid("page_token", "INVALID_PAGE_TOKEN", "is not a next_page_token from ListInboundChanges")
         })
+}
+
+/// A failed-deliveries page token: `<update time>|<target>|<participant>`.
+fn parse_failed_token(token: &str) -> Result<Option<(String, String, String)>, Error> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let mut parts = token.splitn(3, '|');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(time), Some(target), Some(participant))
+            if chrono::DateTime::parse_from_rfc3339(time).is_ok()
+                && !target.is_empty()
+                && participant.len() == 32
+                && participant.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            Ok(Some((time.to_owned(), target.to_owned(), participant.to_owned())))
+        }
+        _ => Err(Error::invalid(
+            "page_token",
+            "INVALID_PAGE_TOKEN",
+            "is not a next_page_token from ListFailedDeliveries",
+        )),
+    }
 }
 
 fn status_text(s: InboundStatus) -> &'static str {

@@ -153,6 +153,8 @@ pub struct SyncStatus {
     pub state: String,
     pub attempts: i64,
     pub last_error: Option<String>,
+    /// When the row last changed (RFC 3339); orders failed deliveries.
+    pub update_time: String,
 }
 
 /// A change another system published, as it goes into the inbox.
@@ -264,8 +266,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every target's state for one participant.
     async fn sync_status(&self, participant_id: &str) -> Result<Vec<SyncStatus>, Error>;
 
-    /// Failed deliveries, oldest first.
-    async fn failed_syncs(&self, limit: usize) -> Result<Vec<SyncStatus>, Error>;
+    /// Failed deliveries, oldest first, after `after` (the update time,
+    /// target and participant of the last one of the previous page).
+    async fn failed_syncs(
+        &self,
+        after: Option<(String, String, String)>,
+        limit: usize,
+    ) -> Result<Vec<SyncStatus>, Error>;
 
     /// Makes failed deliveries due again (one participant's, or all);
     /// returns how many.

@@ -734,7 +734,8 @@ fn settle(c: &Connection, source: &str, position: &str, settle: Settle, targets:
 
 fn sync_rows(c: &Connection, filter: &str, args: impl rusqlite::Params) -> Result<Vec<SyncStatus>, Error> {
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT target, participant_id, desired_version, delivered_version, state, attempts, last_error FROM sync_state {filter}"
+        "SELECT target, participant_id, desired_version, delivered_version, state, attempts, last_error, update_time
+         FROM sync_state {filter}"
     ))?;
     let rows = stmt.query_map(args, |r| {
         Ok(SyncStatus {
@@ -745,6 +746,7 @@ fn sync_rows(c: &Connection, filter: &str, args: impl rusqlite::Params) -> Resul
             state: r.get(4)?,
             attempts: r.get(5)?,
             last_error: r.get(6)?,
+            update_time: r.get(7)?,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -913,9 +915,21 @@ impl Store for SqliteStore {
         self.read(move |c| sync_rows(c, "WHERE participant_id = ?1 ORDER BY target", params![id])).await
     }
 
-    async fn failed_syncs(&self, limit: usize) -> Result<Vec<SyncStatus>, Error> {
-        self.read(move |c| sync_rows(c, "WHERE state = 'failed' ORDER BY update_time LIMIT ?1", params![limit as i64]))
-            .await
+    async fn failed_syncs(
+        &self,
+        after: Option<(String, String, String)>,
+        limit: usize,
+    ) -> Result<Vec<SyncStatus>, Error> {
+        let (time, target, participant) = after.unwrap_or_default();
+        self.read(move |c| {
+            sync_rows(
+                c,
+                "WHERE state = 'failed' AND (update_time, target, participant_id) > (?1, ?2, ?3)
+                 ORDER BY update_time, target, participant_id LIMIT ?4",
+                params![time, target, participant, limit as i64],
+            )
+        })
+        .await
     }
 
     async fn retry_failed_syncs(&self, participant_id: Option<String>) -> Result<usize, Error> {
@@ -1298,7 +1312,7 @@ mod tests {
         let status = store.sync_status("a").await.unwrap();
         assert_eq!((status[0].state.as_str(), status[0].last_error.as_deref()), ("failed", Some("ORA-20011")));
         assert_eq!((status[1].state.as_str(), status[1].delivered_version), ("delivered", 3));
-        assert_eq!(store.failed_syncs(10).await.unwrap().len(), 1);
+        assert_eq!(store.failed_syncs(None, 10).await.unwrap().len(), 1);
         assert_eq!(store.retry_failed_syncs(Some("a".into())).await.unwrap(), 1);
         assert_eq!(store.claim_sync(10, lease).await.unwrap().len(), 1);
         store.close().await;
