@@ -17,6 +17,7 @@ use hurtigspor_adapters::{
     arena::{ArenaConfig, ArenaTarget},
     nir::{NirConfig, NirTarget},
     nokut::{NokutConfig, NokutTarget},
+    resilience::{BreakerConfig, Metrics, Resilient},
 };
 use hurtigspor_mocks::{
     arena::Arena,
@@ -40,11 +41,17 @@ pub struct Gateway {
     dispatcher: Arc<Dispatcher>,
     /// In-process mocks (dev mode), by system name.
     mocks: Vec<(&'static str, RunningMock)>,
+    /// Every target's reconcile counts, latency and breaker state.
+    metrics: Arc<Metrics>,
 }
 
 /// Targets from configuration; in dev mode the in-process mocks stand in for
-/// every target not configured.
-async fn targets(config: &Config) -> anyhow::Result<(Vec<Arc<dyn Target>>, Vec<(&'static str, RunningMock)>)> {
+/// every target not configured. Each is wrapped in a circuit breaker that
+/// reports to `metrics`, under its own name.
+async fn targets(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Vec<Arc<dyn Target>>, Vec<(&'static str, RunningMock)>)> {
     let t = &config.targets;
     let timeout = Duration::from_secs(t.timeout_secs.max(1));
     let mut mocks = Vec::new();
@@ -100,6 +107,8 @@ async fn targets(config: &Config) -> anyhow::Result<(Vec<Arc<dyn Target>>, Vec<(
         targets.push(Arc::new(NokutTarget::new(NokutConfig { base_url: running.url(), api_key: key, timeout })));
         mocks.push(("nokut", running));
     }
+    let targets =
+        targets.into_iter().map(|t| Resilient::wrap(t, BreakerConfig::default(), Arc::clone(metrics))).collect();
     Ok((targets, mocks))
 }
 
@@ -110,7 +119,8 @@ impl Gateway {
         config.validate()?;
         let keys = Keys::load(&config)?;
         let path = config.database_path();
-        let (targets, mocks) = targets(&config).await?;
+        let metrics = Arc::new(Metrics::new());
+        let (targets, mocks) = targets(&config, &metrics).await?;
         let wake = Arc::new(tokio::sync::Notify::new());
         let sync = SyncConfig { targets: targets.iter().map(|t| t.name().to_owned()).collect(), wake: wake.clone() };
         let (store, report) = SqliteStore::open_with_sync(&path, sync)
@@ -132,11 +142,18 @@ impl Gateway {
         })?;
         let addr = listener.local_addr()?;
         let dispatcher = Arc::new(Dispatcher::new(store.clone() as Arc<dyn Store>, targets, wake, &config.sync));
-        Ok(Self { listener, addr, store, api, config, dispatcher, mocks })
+        Ok(Self { listener, addr, store, api, config, dispatcher, mocks, metrics })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The targets' metrics (reconciles by outcome, operations applied,
+    /// latency, breaker state), shared with the running gateway: render it
+    /// with [`Metrics::render`] to serve `/metrics`.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// The in-process mocks' base URLs (dev mode), by system name.
@@ -191,5 +208,30 @@ impl Gateway {
         }
         tracing::info!("gateway stopped");
         result.context("the gRPC server failed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_dev_target_is_wrapped_under_its_own_name_and_reports_to_the_shared_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::dev_defaults();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.data_dir = dir.path().to_owned();
+        let metrics = Arc::new(Metrics::new());
+        let (targets, mocks) = targets(&config, &metrics).await.unwrap();
+        let names: Vec<_> = targets.iter().map(|t| t.name()).collect();
+        assert_eq!(names, ["arena", "nir", "nokut"]);
+        let text = metrics.render();
+        for name in names {
+            let line = format!(r#"hurtigspor_target_circuit_state{{target="{name}"}} 0"#);
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        for (_, mock) in mocks {
+            mock.stop().await;
+        }
     }
 }
