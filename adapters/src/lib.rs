@@ -7,6 +7,7 @@
 pub mod arena;
 pub mod nir;
 pub mod nokut;
+pub mod resilience;
 
 use async_trait::async_trait;
 use hurtigspor_proto::v1::Participant;

@@ -1,4 +1,5 @@
-//! The gateway's HTTP listener beside gRPC: NOKUT's webhooks come in here.
+//! The gateway's HTTP listener beside gRPC: NOKUT's webhooks come in here,
+//! and Prometheus reads the targets' metrics from `/metrics`.
 //!
 //! A webhook is answered 202 only once its change is kept in the inbox, so
 //! NOKUT's retry (or the gateway's polling) covers any failure before that.
@@ -32,12 +33,20 @@ pub struct HttpState {
     pub nokut_secret: Option<Arc<[u8]>>,
     /// Wakes the NOKUT ingester.
     pub nokut_wake: Arc<Notify>,
+    /// The targets' metrics, served on `/metrics`.
+    pub metrics: Arc<hurtigspor_adapters::resilience::Metrics>,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/webhooks/nokut", post(nokut_webhook))
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(|State(s): State<HttpState>| async move {
+                ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
+            }),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

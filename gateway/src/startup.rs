@@ -19,6 +19,7 @@ use hurtigspor_adapters::{
     arena::{ArenaConfig, ArenaTarget},
     nir::{NirConfig, NirTarget},
     nokut::{NokutConfig, NokutTarget},
+    resilience::{BreakerConfig, Metrics, Resilient},
 };
 use hurtigspor_mocks::{
     arena::Arena,
@@ -44,6 +45,8 @@ pub struct Gateway {
     feeds: Feeds,
     /// In-process mocks (dev mode), by system name.
     mocks: Vec<(&'static str, RunningMock)>,
+    /// Every target's reconcile counts, latency and breaker state.
+    metrics: Arc<Metrics>,
 }
 
 /// The configured targets, and the clients their change feeds are read with.
@@ -67,8 +70,9 @@ struct Feeds {
 }
 
 /// Targets from configuration; in dev mode the in-process mocks stand in for
-/// every target not configured.
-async fn targets(config: &Config) -> anyhow::Result<Targets> {
+/// every target not configured. Each delivers through a circuit breaker that
+/// reports to `metrics`, under its own name.
+async fn targets(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Targets> {
     let t = &config.targets;
     let timeout = Duration::from_secs(t.timeout_secs.max(1));
     let mut mocks = Vec::new();
@@ -137,6 +141,7 @@ async fn targets(config: &Config) -> anyhow::Result<Targets> {
     if let Some(n) = &nokut {
         all.push(n.clone());
     }
+    let all = all.into_iter().map(|t| Resilient::wrap(t, BreakerConfig::default(), Arc::clone(metrics))).collect();
     Ok(Targets { all, arena, nokut, nokut_secret, nokut_webhook_url, mocks })
 }
 
@@ -147,7 +152,9 @@ impl Gateway {
         config.validate()?;
         let keys = Keys::load(&config)?;
         let path = config.database_path();
-        let Targets { all: targets, arena, nokut, nokut_secret, nokut_webhook_url, mocks } = targets(&config).await?;
+        let metrics = Arc::new(Metrics::new());
+        let Targets { all: targets, arena, nokut, nokut_secret, nokut_webhook_url, mocks } =
+            targets(&config, &metrics).await?;
         let wake = Arc::new(tokio::sync::Notify::new());
         let sync = SyncConfig { targets: targets.iter().map(|t| t.name().to_owned()).collect(), wake: wake.clone() };
         let (store, report) = SqliteStore::open_with_sync(&path, sync)
@@ -195,11 +202,18 @@ impl Gateway {
             None => None,
         };
         let dispatcher = Arc::new(Dispatcher::new(store.clone() as Arc<dyn Store>, targets, wake, &config.sync));
-        Ok(Self { listener, addr, http, store, api, config, dispatcher, feeds, mocks })
+        Ok(Self { listener, addr, http, store, api, config, dispatcher, feeds, mocks, metrics })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The targets' metrics (reconciles by outcome, operations applied,
+    /// latency, breaker state), shared with the running gateway and served
+    /// on the HTTP listener's `/metrics`.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// The HTTP listener's address (webhooks), if there is one.
@@ -246,6 +260,7 @@ impl Gateway {
                 store: store.clone(),
                 nokut_secret: feeds.nokut_secret.as_ref().map(|s| Arc::from(s.as_bytes())),
                 nokut_wake: feeds.nokut_wake.clone(),
+                metrics: self.metrics.clone(),
             };
             let mut stop = stopped.clone();
             background.spawn(async move {
@@ -298,5 +313,30 @@ impl Gateway {
         }
         tracing::info!("gateway stopped");
         result.context("the gRPC server failed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_dev_target_is_wrapped_under_its_own_name_and_reports_to_the_shared_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::dev_defaults();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.data_dir = dir.path().to_owned();
+        let metrics = Arc::new(Metrics::new());
+        let targets = targets(&config, &metrics).await.unwrap();
+        let names: Vec<_> = targets.all.iter().map(|t| t.name()).collect();
+        assert_eq!(names, ["arena", "nir", "nokut"]);
+        let text = metrics.render();
+        for name in names {
+            let line = format!(r#"hurtigspor_target_circuit_state{{target="{name}"}} 0"#);
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        for (_, mock) in targets.mocks {
+            mock.stop().await;
+        }
     }
 }

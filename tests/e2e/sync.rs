@@ -120,6 +120,23 @@ fn all_delivered(targets: &[hurtigspor_proto::v1::TargetSyncStatus]) -> bool {
 }
 
 #[tokio::test]
+async fn deliveries_are_counted_on_the_metrics_endpoint_without_personal_data() {
+    let app = spawn_app().await;
+    let p = make_candidate(&app, "0314").await;
+    app.sync_until(&p.name, all_delivered).await;
+    let url = format!("http://{}/metrics", app.http.unwrap());
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    let changed = text
+        .lines()
+        .find(|l| l.starts_with(r#"hurtigspor_target_reconciles_total{target="arena",outcome="delivered_changed"}"#))
+        .unwrap_or_else(|| panic!("no Arena deliveries counted in\n{text}"));
+    assert!(changed.rsplit(' ').next().unwrap().parse::<f64>().unwrap() >= 1.0, "{changed}");
+    assert!(text.contains(r#"hurtigspor_target_circuit_state{target="nir"} 0"#), "{text}");
+    let id = p.name.trim_start_matches("participants/");
+    assert!(!text.contains(id) && !text.contains(&p.national_id), "no participant in any label");
+}
+
+#[tokio::test]
 async fn sync_status_shows_each_target_reaching_the_latest_version() {
     let app = spawn_app().await;
     let p = app.create(minimal_participant()).await;
