@@ -319,6 +319,9 @@ pub struct Resilient {
     name: &'static str,
     config: BreakerConfig,
     state: Mutex<State>,
+    /// The last failure that counted against the target, so that a call
+    /// failing fast still says what is wrong with it.
+    last_failure: Mutex<String>,
     metrics: Arc<Metrics>,
 }
 
@@ -326,7 +329,14 @@ impl Resilient {
     pub fn new(inner: Arc<dyn Target>, config: BreakerConfig, metrics: Arc<Metrics>) -> Self {
         let name = inner.name();
         metrics.register_target(name);
-        Self { inner, name, config, state: Mutex::new(State::Closed { failures: 0 }), metrics }
+        Self {
+            inner,
+            name,
+            config,
+            state: Mutex::new(State::Closed { failures: 0 }),
+            last_failure: Mutex::new(String::new()),
+            metrics,
+        }
     }
 
     /// Wraps `inner` and hands it back as a target.
@@ -458,6 +468,8 @@ impl Target for Resilient {
             Ok(admission) => admission,
             Err(reason) => {
                 self.metrics.count(self.name, Outcome::ShortCircuited);
+                let last = self.last_failure.lock().map(|l| l.clone()).unwrap_or_default();
+                let reason = if last.is_empty() { reason } else { format!("{reason}; last failure: {last}") };
                 return Err(TargetError::Transient(reason));
             }
         };
@@ -469,6 +481,11 @@ impl Target for Resilient {
         self.metrics.count(self.name, outcome);
         if let Ok(applied) = &result {
             self.metrics.applied(self.name, applied.operations.len());
+        }
+        if let Err(e @ (TargetError::Transient(_) | TargetError::RetryAfter(_))) = &result
+            && let Ok(mut last) = self.last_failure.lock()
+        {
+            *last = e.to_string();
         }
         admitted.settle(match &result {
             Ok(_) => Verdict::Healthy,
@@ -625,11 +642,15 @@ mod tests {
         open(&target, 5).await;
         for _ in 0..10 {
             let reason = short_circuited(call(&target).await);
-            assert_eq!(reason, "circuit open: nir failed 5 times in a row; next trial in 5s");
+            assert_eq!(
+                reason,
+                "circuit open: nir failed 5 times in a row; next trial in 5s; last failure: throttled: retry after 1s",
+                "a call failing fast still tells what is wrong with the target"
+            );
         }
         tokio::time::advance(Duration::from_millis(4_200)).await;
         let reason = short_circuited(call(&target).await);
-        assert!(reason.ends_with("next trial in 800ms"), "{reason}");
+        assert!(reason.contains("next trial in 800ms;"), "{reason}");
         assert_eq!(target.breaker_state(), BreakerState::Open);
     }
 
@@ -639,7 +660,7 @@ mod tests {
         let (target, _) = wrap(inner, config(2));
         open(&target, 2).await;
         let reason = short_circuited(call(&target).await);
-        assert!(reason.ends_with("next trial in 30s"), "{reason}");
+        assert!(reason.contains("next trial in 30s;"), "{reason}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -696,7 +717,13 @@ mod tests {
             assert_eq!(target.breaker_state(), BreakerState::Open);
             let reason = short_circuited(call(&target).await);
             let next = (cool_down * 2).min(30);
-            assert_eq!(reason, format!("circuit open: nir failed {} times in a row; next trial in {next}s", n + 3));
+            assert_eq!(
+                reason,
+                format!(
+                    "circuit open: nir failed {} times in a row; next trial in {next}s; last failure: transient: NIR answered 503 Service Unavailable",
+                    n + 3
+                )
+            );
         }
     }
 

@@ -68,6 +68,13 @@ pub struct SyncSettings {
     /// How often the Arena change feed and NOKUT's changes are polled, in
     /// milliseconds. NOKUT webhooks arrive in between.
     pub poll_interval_ms: u64,
+    /// Transient failures in a row that open a target's circuit breaker;
+    /// while open, its deliveries fail fast without a request.
+    pub breaker_failures: u32,
+    /// How long a breaker stays open before one trial call, in milliseconds;
+    /// each failed trial doubles it up to `breaker_max_cool_down_ms`.
+    pub breaker_cool_down_ms: u64,
+    pub breaker_max_cool_down_ms: u64,
 }
 
 impl Default for SyncSettings {
@@ -80,6 +87,9 @@ impl Default for SyncSettings {
             batch: 32,
             lease_secs: 60,
             poll_interval_ms: 2_000,
+            breaker_failures: 5,
+            breaker_cool_down_ms: 5_000,
+            breaker_max_cool_down_ms: 60_000,
         }
     }
 }
@@ -298,6 +308,12 @@ impl Config {
         if s.retry_base_ms == 0 || s.retry_max_delay_ms < s.retry_base_ms || s.max_attempts < 1 {
             return Err(ConfigError(
                 "key `sync.retry_max_delay_ms` must be at least `sync.retry_base_ms`, which must be above 0, and `sync.max_attempts` at least 1".into(),
+            ));
+        }
+        if s.breaker_failures == 0 || s.breaker_cool_down_ms == 0 || s.breaker_max_cool_down_ms < s.breaker_cool_down_ms
+        {
+            return Err(ConfigError(
+                "key `sync.breaker_max_cool_down_ms` must be at least `sync.breaker_cool_down_ms`, which must be above 0, and `sync.breaker_failures` at least 1".into(),
             ));
         }
         if s.batch == 0 || s.lease_secs == 0 || s.poll_interval_ms == 0 {

@@ -141,7 +141,13 @@ async fn targets(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Targ
     if let Some(n) = &nokut {
         all.push(n.clone());
     }
-    let all = all.into_iter().map(|t| Resilient::wrap(t, BreakerConfig::default(), Arc::clone(metrics))).collect();
+    let s = &config.sync;
+    let breaker = BreakerConfig {
+        failure_threshold: s.breaker_failures,
+        cool_down: Duration::from_millis(s.breaker_cool_down_ms),
+        max_cool_down: Duration::from_millis(s.breaker_max_cool_down_ms),
+    };
+    let all = all.into_iter().map(|t| Resilient::wrap(t, breaker.clone(), Arc::clone(metrics))).collect();
     Ok(Targets { all, arena, nokut, nokut_secret, nokut_webhook_url, mocks })
 }
 

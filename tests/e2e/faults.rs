@@ -44,6 +44,9 @@ fn fast_config(dir: &Path, timeout_secs: u64) -> Config {
     config.sync.retry_base_ms = 20;
     config.sync.retry_max_delay_ms = 500;
     config.sync.max_attempts = 1_000_000;
+    // The breakers still open under faults, but try again soon.
+    config.sync.breaker_cool_down_ms = 100;
+    config.sync.breaker_max_cool_down_ms = 1_000;
     config.targets.timeout_secs = timeout_secs;
     config
 }
@@ -786,9 +789,9 @@ async fn a_seeded_mix_of_every_fault_over_fifty_participants_loses_and_repeats_n
     let journeys = journeys(&app, 50).await;
     let writes: usize = journeys.iter().map(|j| j.writes).sum();
     assert!(writes >= 200, "only {writes} acknowledged writes");
-    // The gateway gets there with every fault still on...
-    wait_until_delivered(&app, &journeys).await;
-    // ...and after they are off, nothing more happens.
+    // About one request in five fails: most Arena reconciles (several
+    // requests each) fail, so its breaker treats Arena as down and lets one
+    // trial through per cool-down. Once the faults stop, everything arrives.
     let struck = fault_then_recovery(&app, &journeys).await;
     assert_delivered_once_and_in_order(&app, &journeys).await;
     struck.check();
