@@ -74,6 +74,11 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Sync bookkeeping (claims, outcomes) beside the group-commit writer.
     sync_conn: Arc<Mutex<Connection>>,
+    /// The dispatcher's claims and outcomes. `synchronous = NORMAL`: still
+    /// atomic, but not synced to disk at every commit; a power cut may lose
+    /// the last few, which only makes deliveries due again, and reconciling
+    /// an already delivered version changes nothing.
+    bookkeeping_conn: Arc<Mutex<Connection>>,
     stats: Arc<WriteStats>,
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -125,6 +130,11 @@ impl SqliteStore {
             Self {
                 path: path.to_owned(),
                 sync_conn: Arc::new(Mutex::new(open_connection(path, false)?)),
+                bookkeeping_conn: Arc::new(Mutex::new({
+                    let conn = open_connection(path, false)?;
+                    conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
+                    conn
+                })),
                 stats,
                 queue: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
@@ -159,7 +169,21 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let conn = Arc::clone(&self.sync_conn);
+        Self::write_on(Arc::clone(&self.sync_conn), f).await
+    }
+
+    /// Like `sync_write`, on the dispatcher's bookkeeping connection.
+    async fn bookkeeping_write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        Self::write_on(Arc::clone(&self.bookkeeping_conn), f).await
+    }
+
+    async fn write_on<T: Send + 'static>(
+        conn: Arc<Mutex<Connection>>,
+        f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().expect("sync connection lock");
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -856,7 +880,7 @@ impl Store for SqliteStore {
     }
 
     async fn claim_sync(&self, limit: usize, lease: std::time::Duration) -> Result<Vec<SyncTask>, Error> {
-        self.sync_write(move |c| {
+        self.bookkeeping_write(move |c| {
             let now = Utc::now();
             let lease_end = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
             let mut stmt = c.prepare_cached(
@@ -876,7 +900,7 @@ impl Store for SqliteStore {
     }
 
     async fn finish_sync(&self, task: SyncTask, outcome: SyncOutcome) -> Result<(), Error> {
-        self.sync_write(move |c| {
+        self.bookkeeping_write(move |c| {
             let now = now_text(Utc::now());
             match outcome {
                 // Delivered up to `version`; if a newer version arrived in the
