@@ -117,6 +117,9 @@ impl SqliteStore {
         }
         let mut conn = open_connection(path, false)?;
         let report = migrate(&mut conn)?;
+        if report.applied.contains(&3) {
+            backfill_case_numbers(&conn)?;
+        }
         backfill_sync(&conn, &sync.targets)?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriteStats::default());
@@ -630,6 +633,18 @@ fn apply_mutation_if(
     }
     mark_for_sync(conn, targets, &m.id, version, now)?;
     Ok(Some(Committed { participant: p, version, replayed: false }))
+}
+
+/// Case numbers stored before `external_refs` existed are made findable
+/// once, when that migration runs.
+fn backfill_case_numbers(conn: &Connection) -> Result<(), Error> {
+    let mut stmt = conn.prepare("SELECT id, record FROM participants")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+    for row in rows {
+        let (id, record) = row?;
+        keep_case_numbers(conn, &id, &decode(&record)?)?;
+    }
+    Ok(())
 }
 
 /// Keeps the recognition authority's case numbers findable, so that its
@@ -1413,6 +1428,38 @@ mod tests {
         assert_eq!(store.reingest_inbound(None, None).await.unwrap(), 1);
         assert!(store.list_inbound(failed).await.unwrap().is_empty());
         assert_eq!(store.due_inbound("arena", 10).await.unwrap().len(), 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn case_numbers_stored_before_the_inbound_migration_are_found_after_it() {
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let (store, _) = SqliteStore::open(&path).unwrap();
+        store.create(new_participant("a", 1)).await.unwrap();
+        store
+            .mutate(mutation("a", |p| {
+                p.recognition_cases.push(hurtigspor_proto::v1::RecognitionCase {
+                    case_number: "2026-000042".into(),
+                    ..Default::default()
+                });
+                Ok(())
+            }))
+            .await
+            .unwrap();
+        store.close().await;
+        // Back to the schema before migration 3.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TABLE inbound_cursor; DROP TABLE inbox; DROP TABLE inbound_applied; DROP TABLE external_refs;
+             DROP TABLE arena_measure_instances; DELETE FROM schema_migrations WHERE version = 3;",
+        )
+        .unwrap();
+        drop(conn);
+        let (store, report) = SqliteStore::open(&path).unwrap();
+        assert_eq!(report.applied, vec![3]);
+        assert_eq!(store.participant_by_ref("nokut", "2026-000042").await.unwrap().as_deref(), Some("a"));
         store.close().await;
     }
 
