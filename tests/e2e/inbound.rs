@@ -171,6 +171,10 @@ async fn the_journey_from_the_guidance() {
     // 3. CONFIRMED in the joint meeting.
     kommune_moves(&app, &name, S::Confirmed, (2026, 3, 1)).await;
     app.eventually("nir", |s| s["deltakelser"][0]["Hurtigspor"]["Status"] == "BEKREFTET").await;
+    let arena = app.mock_state("arena").await;
+    assert_eq!(intro_relation(&arena).unwrap()["ER_AKTIV"], "J", "still registered, once");
+    assert_eq!(arena["personforhold"].as_array().unwrap().len(), 1);
+    assert!(app.mock_state("nokut").await["saker"].as_array().unwrap().is_empty(), "no case opened yet");
 
     // 4. The plan appears as Arena activities.
     let plan = IndividualPlan {
@@ -288,6 +292,14 @@ async fn the_journey_from_the_guidance() {
     .await;
     let subsidy_id = format!("arena-{}", subsidy["TILTAKDELTAKER_ID"]);
     let record = record_until(&app, &name, |p| status(p) == S::EmployedWithSubsidy).await;
+    event_where(&events, "NAV's wage subsidy on the stream", |e| {
+        e.origin == "arena"
+            && e.participant.as_ref().is_some_and(|p| {
+                p.measures.iter().any(|m| m.id == subsidy_id)
+                    && p.hurtigspor.as_ref().is_some_and(|h| h.status == S::EmployedWithSubsidy as i32)
+            })
+    })
+    .await;
     let h = record.hurtigspor.as_ref().unwrap();
     assert_eq!(h.decided_by, DecisionMaker::Nav as i32);
     let by_id = |id: &str| record.measures.iter().find(|m| m.id == id).cloned().unwrap();
@@ -314,6 +326,11 @@ async fn the_journey_from_the_guidance() {
     assert_eq!(subsidy_now.end_reason, MeasureEndReason::BeganWork as i32);
     assert!(record.hurtigspor.as_ref().unwrap().end_date.is_some(), "EMPLOYED ends hurtigspor");
     app.eventually("nir", |s| s["deltakelser"][0]["Hurtigspor"]["Status"] == "ANSATT").await;
+    let arena = app.mock_state("arena").await;
+    assert_eq!(intro_relation(&arena).unwrap()["ER_AKTIV"], "J", "still in the programme: still registered");
+    let nokut = app.mock_state("nokut").await;
+    assert_eq!(nokut["saker"].as_array().unwrap().len(), 1, "one case, never reopened");
+    assert_eq!(nokut["saker"][0]["status"], "VEDTAK");
 
     // 9. Leaving the programme for work deregisters the Arena relation.
     c.end_programme(EndProgrammeRequest {
@@ -644,4 +661,61 @@ async fn inbound_changes_survive_a_failing_feed_and_lookups() {
         "kept once"
     );
     assert_eq!(app.get(&p.name).await.measures.len(), 1, "applied once");
+}
+
+/// A change the gateway cannot place yet (NOKUT's case number is not on any
+/// record) retries, then fails with the reason; once the cause is fixed, a
+/// re-ingest applies it.
+#[tokio::test]
+async fn a_failed_inbound_change_is_applied_after_the_fix_and_a_reingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = dev_config(dir.path());
+    config.sync.max_attempts = 2;
+    let app = spawn_with(dir, config).await;
+    let url = format!("http://{}/webhooks/nokut", app.http.unwrap());
+    // NOKUT numbers cases from 1 each year on its clock; the first case the
+    // gateway opens will get this number.
+    let year = chrono::Utc::now().format("%Y");
+    let number = format!("{year}-000001");
+    let body =
+        json!({ "hendelse_id": 41, "saksnummer": number, "status": "VEDTAK", "tidspunkt": "2026-05-01T10:00:00Z",
+                       "sak": { "vedtak": { "utfall": "GODKJENT", "dato": "2026-05-01" } } })
+        .to_string();
+    let now = chrono::Utc::now().timestamp();
+    let sent = reqwest::Client::new()
+        .post(&url)
+        .header("X-Nokut-Timestamp", now.to_string())
+        .header("X-Nokut-Signature", hurtigspor_mocks_sign("nokut-dev-webhook-secret", now, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    let position = format!("{:020}", 41);
+    let failed = until(
+        "the change failed",
+        || inbox(&app, "nokut"),
+        |c| c.iter().any(|c| c.position == position && is(c, InboundStatus::Failed)),
+    )
+    .await;
+    let entry = failed.iter().find(|c| c.position == position).unwrap();
+    assert!(entry.note.contains("gave up after 2 attempts") && entry.note.contains("case number"), "{}", entry.note);
+    let mut sync = app.sync_client().await;
+    let listed = sync
+        .list_inbound_changes(ListInboundChangesRequest { status: InboundStatus::Failed as i32, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.changes.len(), 1, "visible in SyncService");
+
+    // The fix: the case is opened and NOKUT's number reaches the record.
+    let (p, got) = numbered_case(&app, RecognitionScheme::HigherEducation).await;
+    assert_eq!(got, number);
+    let again = sync.reingest_inbound_changes(ReingestInboundChangesRequest::default()).await.unwrap().into_inner();
+    assert_eq!(again.reingested, 1);
+    let record =
+        record_until(&app, &p.name, |r| r.recognition_cases[0].status == RecognitionStatus::Decided as i32).await;
+    assert_eq!(record.recognition_cases[0].decision, RecognitionDecision::Approved as i32);
+    let done = inbox(&app, "nokut").await;
+    assert!(done.iter().any(|c| c.position == position && is(c, InboundStatus::Handled)));
 }

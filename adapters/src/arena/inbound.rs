@@ -37,10 +37,53 @@ pub struct Envelope {
     pub after: Option<Value>,
 }
 
+/// The columns the gateway reads, per table; everything else (caseworker
+/// idents, registration stamps, tables it does not read) is not kept.
+fn kept_columns(table: &str) -> &'static [&'static str] {
+    match table {
+        "SIAMO.TILTAKDELTAKER" => &[
+            "TILTAKDELTAKER_ID",
+            "PERSON_ID",
+            "TILTAKGJENNOMFORING_ID",
+            "DELTAKERSTATUSKODE",
+            "AARSAKVERDIKODE_STATUS",
+            "DATO_FRA",
+            "DATO_TIL",
+            "PROSENT_DELTID",
+        ],
+        "SIAMO.TILTAKGJENNOMFORING" => &[
+            "TILTAKGJENNOMFORING_ID",
+            "SAK_ID",
+            "TILTAKSKODE",
+            "DATO_FRA",
+            "DATO_TIL",
+            "TILTAKSTATUSKODE",
+            "ARBGIV_ID_ARRANGOR",
+        ],
+        _ => &[],
+    }
+}
+
 impl Envelope {
     /// `SIAMO.TILTAKDELTAKER U`: what the inbox lists it as.
     pub fn kind(&self) -> String {
         format!("{} {}", self.table, self.op_type)
+    }
+
+    /// The envelope with only the columns the gateway reads, to keep.
+    pub fn redacted(&self) -> Self {
+        let keep = kept_columns(&self.table);
+        let image = |v: &Option<Value>| {
+            v.as_ref().and_then(Value::as_object).map(|row| {
+                Value::Object(
+                    row.iter()
+                        .filter(|(k, _)| keep.contains(&k.as_str()))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                )
+            })
+        };
+        Self { before: image(&self.before), after: image(&self.after), ..self.clone() }
     }
 }
 
@@ -309,6 +352,18 @@ mod tests {
             Change::Deleted(expected)
         );
         assert_eq!(parse(&envelope("SIAMO.SAK", "I", None, Some(json!({"SAK_ID": 1}))),).unwrap(), Change::Other);
+    }
+
+    #[test]
+    fn only_the_columns_the_gateway_reads_are_kept() {
+        let e = envelope("SIAMO.TILTAKDELTAKER", "U", Some(row("GJENN", None)), Some(row("FULLF", Some("BEGA"))));
+        let kept = e.redacted();
+        let after = kept.after.as_ref().unwrap();
+        assert!(after.get("REG_USER").is_none() && after.get("MOD_USER").is_none(), "no caseworker idents");
+        assert_eq!(after["AARSAKVERDIKODE_STATUS"], "BEGA");
+        assert_eq!(parse(&kept).unwrap(), parse(&e).unwrap(), "reads the same");
+        let sak = envelope("SIAMO.SAK", "I", None, Some(json!({"SAK_ID": 1, "AETATENHET_ANSVARLIG": "0314"})));
+        assert_eq!(sak.redacted().after, Some(json!({})), "tables the gateway does not read keep nothing");
     }
 
     #[test]

@@ -16,7 +16,8 @@ CREATE TABLE inbox (
     position          TEXT    NOT NULL,
     -- What it is, e.g. `SIAMO.TILTAKDELTAKER U` or `VEDTAK`.
     kind              TEXT    NOT NULL,
-    -- The change as received (JSON), with personal data removed.
+    -- The change as received (JSON), only what the gateway reads: no names,
+    -- national ids or caseworker idents.
     body              TEXT    NOT NULL,
     -- new, handled, retry, failed or ignored
     status            TEXT    NOT NULL,

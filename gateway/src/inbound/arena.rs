@@ -62,7 +62,7 @@ impl Source for ArenaFeed {
                     Ok(InboxEntry {
                         position: normalise(&e.pos)?,
                         kind: e.kind(),
-                        body: serde_json::to_string(e).expect("an envelope serialises"),
+                        body: serde_json::to_string(&e.redacted()).expect("an envelope serialises"),
                     })
                 })
                 .collect::<Result<Vec<_>, TargetError>>()?;
@@ -82,14 +82,16 @@ impl Source for ArenaFeed {
         match hurtigspor_adapters::arena::inbound::parse(&envelope) {
             Err(e) => Ok(Settle::Fail { error: e }),
             Ok(Change::Other) => {
-                Ok(Settle::Ignore { reason: format!("{} is not read by the gateway", envelope.table) })
+                Ok(Settle::Ignore { reason: format!("{} is not read by the gateway", envelope.table), entity: None })
             }
             Ok(Change::Instance { id, code, employer_id }) => {
                 Ok(Settle::Instance(MeasureInstance { instance_id: id, code, employer_id }))
             }
-            Ok(Change::Participation { unchanged: true, .. }) => {
-                Ok(Settle::Ignore { reason: "republished unchanged (identical before and after images)".into() })
-            }
+            Ok(Change::Participation { unchanged: true, .. }) => Ok(Settle::Ignore {
+                reason: "republished unchanged (identical before and after images, as far as the gateway reads them)"
+                    .into(),
+                entity: None,
+            }),
             Ok(Change::Participation { row, .. }) => self.participation(row, false).await,
             Ok(Change::Deleted(row)) => self.participation(row, true).await,
         }
@@ -124,8 +126,12 @@ impl ArenaFeed {
     }
 
     async fn participation(&self, row: Participation, deleted: bool) -> Result<Settle, TargetError> {
+        let entity = format!("TILTAKDELTAKER {}", row.id);
         let Some(id) = self.participant_of(row.person_id).await? else {
-            return Ok(Settle::Ignore { reason: "the person is not a participant of the gateway".into() });
+            return Ok(Settle::Ignore {
+                reason: "the person is not a participant of the gateway".into(),
+                entity: Some(entity),
+            });
         };
         let Some(instance) = self.store.measure_instance(row.instance_id).await.map_err(store_error)? else {
             return Err(TargetError::Transient(format!(
@@ -145,12 +151,12 @@ impl ArenaFeed {
             Err(e) => return Ok(Settle::Fail { error: e }),
         };
         let (measure, began_work) = match fact {
-            MeasureFact::NotTaken(reason) => return Ok(Settle::Ignore { reason: reason.into() }),
+            MeasureFact::NotTaken(reason) => return Ok(Settle::Ignore { reason: reason.into(), entity: Some(entity) }),
             MeasureFact::Measure { measure, began_work } => (measure, began_work),
         };
         let now = self.clock.now();
         Ok(Settle::Apply {
-            entity: format!("TILTAKDELTAKER {}", row.id),
+            entity,
             refs: vec![(PERSON_REF.to_owned(), row.person_id.to_string())],
             mutation: Mutation {
                 id,

@@ -94,15 +94,22 @@ pub(crate) async fn ingest_due<S: Source>(source: &S, store: &dyn Store, policy:
             };
             let settled = match store.settle_inbound(name, &item.position, outcome).await {
                 Ok(s) => s,
-                // The record refused the change (it no longer fits): that
-                // is for a person to look at.
-                Err(e) if !matches!(e, crate::error::Error::Unavailable(_) | crate::error::Error::Internal(_)) => {
-                    let fail = Settle::Fail { error: format!("the record refused the change: {e}") };
-                    store.settle_inbound(name, &item.position, fail).await.unwrap_or(Settled::Gone)
-                }
-                Err(e) => {
+                // The database is away: try the whole round again later.
+                Err(e @ crate::error::Error::Unavailable(_)) => {
                     tracing::warn!(source = name, error = %e, "cannot settle an inbox entry; it is tried again");
                     return;
+                }
+                // Something went wrong with this entry alone: it counts as
+                // an attempt, so the source does not stall on it.
+                Err(e @ crate::error::Error::Internal(_)) => {
+                    let again = retry(item, TargetError::Transient(e.to_string()), policy);
+                    store.settle_inbound(name, &item.position, again).await.unwrap_or(Settled::Gone)
+                }
+                // The record refused the change (it no longer fits): that
+                // is for a person to look at.
+                Err(e) => {
+                    let fail = Settle::Fail { error: format!("the record refused the change: {e}") };
+                    store.settle_inbound(name, &item.position, fail).await.unwrap_or(Settled::Gone)
                 }
             };
             progressed |= !matches!(settled, Settled::Retry);
@@ -128,11 +135,16 @@ fn retry(item: &InboxItem, error: TargetError, policy: &RetryPolicy) -> Settle {
     if let TargetError::Permanent(reason) = error {
         return Settle::Fail { error: reason };
     }
+    // A source that asks us to wait is waited for (within the cap).
+    let asked = match &error {
+        TargetError::RetryAfter(wait) => *wait,
+        _ => std::time::Duration::ZERO,
+    };
     let error = error.to_string();
     if item.attempts + 1 >= policy.max_attempts {
         return Settle::Fail { error: format!("gave up after {} attempts: {error}", item.attempts + 1) };
     }
-    let delay = policy.delay(item.attempts);
+    let delay = policy.delay(item.attempts).max(asked.min(policy.max_delay));
     Settle::Retry { error, at: chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default() }
 }
 

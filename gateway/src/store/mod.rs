@@ -213,8 +213,10 @@ pub enum Settle {
     Apply { entity: String, mutation: Mutation, refs: Vec<(String, String)> },
     /// Remember an Arena measure instance (later ones win).
     Instance(MeasureInstance),
-    /// Nothing to do, and why.
-    Ignore { reason: String },
+    /// Nothing to do, and why. With an `entity`, the position still counts
+    /// as that entity's latest, so an older change of it cannot be applied
+    /// after this one.
+    Ignore { reason: String, entity: Option<String> },
     /// Try again at `at`.
     Retry { error: String, at: chrono::DateTime<chrono::Utc> },
     /// Give up until someone re-ingests it.

@@ -748,7 +748,15 @@ fn settle(c: &Connection, source: &str, position: &str, settle: Settle, targets:
             mark("handled", Some("measure instance remembered"), None)?;
             Ok(Settled::Handled(None))
         }
-        Settle::Ignore { reason } => {
+        Settle::Ignore { reason, entity } => {
+            if let Some(entity) = entity {
+                c.execute(
+                    "INSERT INTO inbound_applied (source, entity, position) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (source, entity) DO UPDATE SET position = excluded.position
+                     WHERE excluded.position > inbound_applied.position",
+                    params![source, entity, position],
+                )?;
+            }
             mark("ignored", Some(&reason), None)?;
             Ok(Settled::Ignored)
         }
@@ -1413,6 +1421,14 @@ mod tests {
         assert_eq!(store.get("a").await.unwrap().unwrap().given_name, "New", "not rolled back");
         assert_eq!(store.participant_by_ref("arena_person", "7").await.unwrap().as_deref(), Some("a"));
         assert_eq!(store.settle_inbound("arena", &entry(1).position, set_name("Old")).await.unwrap(), Settled::Gone);
+
+        // An ignored change of the entity (say, registered in error before
+        // it was ever applied) still outranks an older one waiting to retry.
+        store.receive_inbound("arena", vec![entry(5), entry(6)], None).await.unwrap();
+        let ignore = Settle::Ignore { reason: "registered in error".into(), entity: Some("f".into()) };
+        assert_eq!(store.settle_inbound("arena", &entry(6).position, ignore).await.unwrap(), Settled::Ignored);
+        let late = Settle::Apply { entity: "f".into(), mutation: mutation("a", |_| Ok(())), refs: vec![] };
+        assert_eq!(store.settle_inbound("arena", &entry(5).position, late).await.unwrap(), Settled::Superseded);
 
         // Re-ingested, an echo of what the record holds stores no version.
         assert_eq!(store.reingest_inbound(Some("arena".into()), Some(entry(2).position)).await.unwrap(), 1);
