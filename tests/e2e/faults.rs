@@ -9,10 +9,9 @@ use futures::future::join_all;
 use hurtigspor_gateway::config::Config;
 use hurtigspor_proto::v1::{
     CompetenceMapping, DecisionMaker, Education, EducationLevel, EndProgrammeRequest, GetSyncStatusRequest,
-    HurtigsporStatus as S, IndividualPlan, ListFailedDeliveriesRequest, MainActivity, OpenRecognitionCaseRequest,
-    Participant, PlanGoal, ProgrammeEndReason, RecognitionCase, RecognitionScheme, RecordCompetenceMappingRequest,
-    ResponsibleParty, RetryDeliveriesRequest, SyncState, TargetSyncStatus, TransitionHurtigsporRequest,
-    UpdateIndividualPlanRequest,
+    HurtigsporStatus as S, IndividualPlan, ListFailedDeliveriesRequest, MainActivity, Participant, PlanGoal,
+    ProgrammeEndReason, RecordCompetenceMappingRequest, ResponsibleParty, RetryDeliveriesRequest, SyncState,
+    TargetSyncStatus, TransitionHurtigsporRequest, UpdateIndividualPlanRequest,
 };
 use serde_json::{Value, json};
 use std::{
@@ -260,20 +259,7 @@ async fn journey(app: &TestApp, route: Route) -> Journey {
         .into_inner();
     writes += 1;
     let ids: Vec<String> = first.plan.unwrap().goals.into_iter().map(|g| g.id).collect();
-    let opened = c
-        .open_recognition_case(OpenRecognitionCaseRequest {
-            name: name.clone(),
-            recognition_case: Some(RecognitionCase {
-                scheme: RecognitionScheme::HigherEducation as i32,
-                education_description: "bachelor in nursing".into(),
-                country_code: "SY".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let opened = c.open_recognition_case(nursing_case(&name)).await.unwrap().into_inner();
     writes += 1;
     let case_id = opened.recognition_cases[0].id.clone();
     let revised = c
@@ -833,20 +819,7 @@ async fn a_lost_case_answer_then_a_changed_record_still_gives_one_case_and_its_n
         etag: String::new(),
     };
     c.record_competence_mapping(mapping(false)).await.unwrap();
-    let opened = c
-        .open_recognition_case(OpenRecognitionCaseRequest {
-            name: name.clone(),
-            recognition_case: Some(RecognitionCase {
-                scheme: RecognitionScheme::HigherEducation as i32,
-                education_description: "bachelor in nursing".into(),
-                country_code: "SY".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let opened = c.open_recognition_case(nursing_case(&name)).await.unwrap().into_inner();
     let case_id = opened.recognition_cases[0].id.clone();
     wait_for(
         "the lost answer and a refused retry",

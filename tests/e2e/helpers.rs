@@ -173,6 +173,20 @@ pub fn create_request(p: Participant) -> CreateParticipantRequest {
     CreateParticipantRequest { participant: Some(p), request_id: String::new() }
 }
 
+/// Opening a recognition case of a Syrian nursing degree for `name`.
+pub fn nursing_case(name: &str) -> hurtigspor_proto::v1::OpenRecognitionCaseRequest {
+    hurtigspor_proto::v1::OpenRecognitionCaseRequest {
+        name: name.to_owned(),
+        recognition_case: Some(hurtigspor_proto::v1::RecognitionCase {
+            scheme: hurtigspor_proto::v1::RecognitionScheme::HigherEducation as i32,
+            education_description: "bachelor in nursing".into(),
+            country_code: "SY".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     /// The in-process mocks' base URLs, by system name.

@@ -207,18 +207,7 @@ async fn the_journey_from_the_guidance() {
 
     // 5. A recognition case reaches NOKUT; its decision (60 days on NOKUT's
     //    clock) comes back into the record, NIR and the stream.
-    c.open_recognition_case(OpenRecognitionCaseRequest {
-        name: name.clone(),
-        recognition_case: Some(RecognitionCase {
-            scheme: RecognitionScheme::HigherEducation as i32,
-            education_description: "bachelor in nursing".into(),
-            country_code: "SY".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    c.open_recognition_case(nursing_case(&name)).await.unwrap();
     let nokut = app.eventually("nokut", |s| s["saker"].as_array().is_some_and(|v| v.len() == 1)).await;
     let number = nokut["saker"][0]["saksnummer"].as_str().unwrap().to_owned();
     record_until(&app, &name, |p| p.recognition_cases[0].case_number == number).await;

@@ -3,9 +3,8 @@
 
 use crate::helpers::*;
 use hurtigspor_proto::v1::{
-    CompetenceMapping, DecisionMaker, EndProgrammeRequest, GetParticipantRequest, HurtigsporStatus,
-    OpenRecognitionCaseRequest, ProgrammeEndReason, RecognitionCase, RecognitionScheme, RecordCompetenceMappingRequest,
-    TransitionHurtigsporRequest,
+    CompetenceMapping, DecisionMaker, EndProgrammeRequest, GetParticipantRequest, HurtigsporStatus, ProgrammeEndReason,
+    RecordCompetenceMappingRequest, TransitionHurtigsporRequest,
 };
 use serde_json::Value;
 
@@ -33,18 +32,7 @@ async fn a_candidate_reaches_arena_and_nir_and_a_recognition_case_reaches_nokut(
     assert_eq!(nir["deltakelser"][0]["Hurtigspor"]["Markert"], true);
 
     // A recognition case goes to NOKUT at once; its case number comes back.
-    c.open_recognition_case(OpenRecognitionCaseRequest {
-        name: p.name.clone(),
-        recognition_case: Some(RecognitionCase {
-            scheme: RecognitionScheme::HigherEducation as i32,
-            education_description: "bachelor in nursing".into(),
-            country_code: "SY".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    c.open_recognition_case(nursing_case(&p.name)).await.unwrap();
     let nokut = app.eventually("nokut", |s| s["saker"].as_array().is_some_and(|v| v.len() == 1)).await;
     let number = nokut["saker"][0]["saksnummer"].as_str().unwrap().to_owned();
     until(
