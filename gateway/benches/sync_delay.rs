@@ -147,7 +147,7 @@ fn version_of(p: &Participant) -> i64 {
 }
 
 /// One write of a journey; returns the participant as acknowledged.
-async fn write(client: &mut ParticipantServiceClient<Channel>, kind: Kind, n: usize, name: &str) -> Participant {
+async fn write(client: &mut ParticipantServiceClient<Authed>, kind: Kind, n: usize, name: &str) -> Participant {
     let name = name.to_owned();
     let result = match kind {
         Kind::Create => {
@@ -252,7 +252,7 @@ fn track(pending: &mut Pending, acked: Acked) {
 
 /// Polls every participant with a pending write until every write is held
 /// by every target (or a target failed it, or `DRAIN` after the last ack).
-async fn watch(sync: SyncServiceClient<Channel>, mut acks: mpsc::UnboundedReceiver<Acked>) -> Watched {
+async fn watch(sync: SyncServiceClient<Authed>, mut acks: mpsc::UnboundedReceiver<Acked>) -> Watched {
     let mut out = Watched::default();
     // Per participant: when its last status came back, and its writes.
     let mut pending = Pending::new();
@@ -338,10 +338,13 @@ async fn watch(sync: SyncServiceClient<Channel>, mut acks: mpsc::UnboundedReceiv
 }
 
 /// A gateway on port 0 with a fresh database and its in-process mocks.
+type Authed = tonic::service::interceptor::InterceptedService<Channel, hurtigspor_gateway::auth::BearerToken>;
+
 struct App {
     addr: SocketAddr,
     mocks: HashMap<&'static str, String>,
     metrics: Arc<hurtigspor_adapters::resilience::Metrics>,
+    token: hurtigspor_gateway::auth::BearerToken,
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
@@ -354,17 +357,21 @@ async fn start() -> App {
     config.data_dir = dir.path().to_owned();
     let gateway = Gateway::build(config, Clock::system()).await.expect("the gateway builds");
     let (addr, metrics) = (gateway.local_addr(), gateway.metrics());
+    let token = gateway.dev_tokens().expect("dev mode makes tokens")["admin"].as_str().unwrap().to_owned();
+    let token = hurtigspor_gateway::auth::BearerToken::new(&token).unwrap();
     let mocks = gateway.mock_urls().into_iter().collect();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(gateway.run(async move {
         let _ = stopped.await;
     }));
-    App { addr, mocks, metrics, stop, server, _dir: dir }
+    App { addr, mocks, metrics, token, stop, server, _dir: dir }
 }
 
 impl App {
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.expect("connects")
+    /// A channel that sends the admin's dev token.
+    async fn channel(&self) -> Authed {
+        let channel = Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.expect("connects");
+        tonic::service::interceptor::InterceptedService::new(channel, self.token.clone())
     }
 
     async fn shutdown(self) {

@@ -112,11 +112,17 @@ async fn grpc_level(total: usize) {
         config.data_dir = dir.path().to_owned();
         let gateway = Gateway::build(config, Clock::system()).await.unwrap();
         let addr = gateway.local_addr();
+        let token = gateway.dev_tokens().unwrap()["admin"].as_str().unwrap().to_owned();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(gateway.run(async move {
             let _ = stopped.await;
         }));
-        let client = ParticipantServiceClient::connect(format!("http://{addr}")).await.unwrap();
+        let channel =
+            tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let client = ParticipantServiceClient::with_interceptor(
+            channel,
+            hurtigspor_gateway::auth::BearerToken::new(&token).unwrap(),
+        );
         let rate = drive(total, concurrency, move |n| {
             let mut c = client.clone();
             async move {

@@ -3,6 +3,7 @@
 use crate::{
     Gateway,
     api::participants::Clock,
+    auth::BearerToken,
     config::{Config, Mode, Overrides},
     store::sqlite::SqliteStore,
     telemetry,
@@ -16,6 +17,7 @@ use hurtigspor_proto::{
         LookupParticipantRequest, Participant, Programme, participant_service_client::ParticipantServiceClient,
     },
 };
+use std::path::Path;
 use std::{io::Read, net::SocketAddr, path::PathBuf};
 use tonic_types::StatusExt;
 
@@ -61,6 +63,10 @@ pub enum Command {
         /// The gateway's address.
         #[arg(long, global = true, default_value = "http://127.0.0.1:50051", env = "HURTIGSPOR_SERVER")]
         server: String,
+        /// A bearer token. Without one, the `admin` token of a dev gateway
+        /// in the default data directory (.hurtigspor-dev/dev-tokens.json).
+        #[arg(long, global = true, env = "HURTIGSPOR_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         #[command(subcommand)]
         command: ParticipantsCommand,
     },
@@ -165,7 +171,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Participants { server, command } => participants(&server, command).await,
+        Command::Participants { server, token, command } => {
+            let token = match token {
+                Some(t) => t,
+                None => dev_token(Path::new(".hurtigspor-dev"), "admin")?,
+            };
+            participants(&server, &token, command).await
+        }
     }
 }
 
@@ -174,6 +186,7 @@ async fn serve(config: Config, dev: bool, seed: u32) -> anyhow::Result<()> {
     let gateway = Gateway::build(config, Clock::system()).await?;
     let addr = gateway.local_addr();
     let mocks = gateway.mock_urls();
+    let gateway_token = gateway.dev_tokens().and_then(|t| t.get("admin")).and_then(|t| t.as_str()).map(str::to_owned);
     if dev {
         println!("hurtigspor dev gateway");
         println!("  listening on http://{addr} (gRPC, plaintext; health and reflection on)");
@@ -185,14 +198,30 @@ async fn serve(config: Config, dev: bool, seed: u32) -> anyhow::Result<()> {
         for (name, url) in &mocks {
             println!("  {name:<11} mock at {url} (in-process; state at {url}/admin/state)");
         }
+        if let Some(tokens) = gateway.dev_tokens() {
+            println!();
+            println!("  !! INSECURE DEV TOKENS, signed by a local dev key: never use them outside this machine !!");
+            println!(
+                "  tokens in   {} (kommune_0301, kommune_4601, nav, admin)",
+                data_dir.join("dev-tokens.json").display()
+            );
+            if let Some(admin) = tokens.get("admin").and_then(|t| t.as_str()) {
+                println!("  admin:      {admin}");
+            }
+            println!();
+        }
         println!("  try:        cargo run -- participants --server http://{addr} list");
-        println!("              grpcurl -plaintext {addr} list");
+        println!(
+            "              grpcurl -plaintext -H \"authorization: Bearer $(jq -r .admin {}/dev-tokens.json)\" {addr} list",
+            data_dir.display()
+        );
         println!("  stop with Ctrl-C");
     }
     if seed > 0 {
         let server = format!("http://{addr}");
         tokio::spawn(async move {
-            if let Err(e) = seed_participants(&server, seed).await {
+            let token = gateway_token.unwrap_or_default();
+            if let Err(e) = seed_participants(&server, &token, seed).await {
                 eprintln!("seeding stopped: {e:#}");
             }
         });
@@ -202,14 +231,16 @@ async fn serve(config: Config, dev: bool, seed: u32) -> anyhow::Result<()> {
 
 /// Creates `n` synthetic participants through the API, makes every third a
 /// candidate, then follows them until every target holds them.
-async fn seed_participants(server: &str, n: u32) -> anyhow::Result<()> {
+async fn seed_participants(server: &str, token: &str, n: u32) -> anyhow::Result<()> {
     use hurtigspor_proto::v1::{
         CompetenceMapping, DecisionMaker, GetSyncStatusRequest, RecordCompetenceMappingRequest, SyncState,
         TransitionHurtigsporRequest, sync_service_client::SyncServiceClient,
     };
     use indicatif::{ProgressBar, ProgressStyle};
-    let mut client = ParticipantServiceClient::connect(server.to_owned()).await?;
-    let mut sync = SyncServiceClient::connect(server.to_owned()).await?;
+    let channel = tonic::transport::Endpoint::from_shared(server.to_owned())?.connect().await?;
+    let bearer = BearerToken::new(token)?;
+    let mut client = ParticipantServiceClient::with_interceptor(channel.clone(), bearer.clone());
+    let mut sync = SyncServiceClient::with_interceptor(channel, bearer);
     let style = ProgressStyle::with_template("  {msg:<24} [{bar:30}] {pos}/{len} ({elapsed})")?.progress_chars("=> ");
     let created = ProgressBar::new(u64::from(n)).with_style(style.clone()).with_message("creating participants");
     let kommuner = ["0301", "4601", "5001", "3107", "5501", "1103"];
@@ -370,10 +401,21 @@ fn print_participant(p: &Participant) {
     }
 }
 
-async fn participants(server: &str, command: ParticipantsCommand) -> anyhow::Result<()> {
-    let mut client = ParticipantServiceClient::connect(server.to_owned()).await.with_context(|| {
+/// A token from a dev gateway's `dev-tokens.json`.
+pub fn dev_token(data_dir: &Path, name: &str) -> anyhow::Result<String> {
+    let path = data_dir.join("dev-tokens.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("no token given and no dev tokens at {}; pass --token or set HURTIGSPOR_TOKEN", path.display())
+    })?;
+    let tokens: serde_json::Value = serde_json::from_str(&text)?;
+    tokens[name].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("{} has no `{name}` token", path.display()))
+}
+
+async fn participants(server: &str, token: &str, command: ParticipantsCommand) -> anyhow::Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(server.to_owned())?.connect().await.with_context(|| {
         format!("cannot reach a gateway at {server}; start one with `cargo run -- dev` or pass --server")
     })?;
+    let mut client = ParticipantServiceClient::with_interceptor(channel, BearerToken::new(token)?);
     match command {
         ParticipantsCommand::Create {
             national_id,

@@ -48,6 +48,32 @@ pub struct Config {
     pub log: LogConfig,
     pub targets: TargetsConfig,
     pub sync: SyncSettings,
+    /// Who may call. Required in production; dev mode makes its own.
+    pub auth: Option<AuthConfig>,
+}
+
+/// Bearer-token authentication and the client registry.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The token issuer to trust (`iss`), e.g. `https://maskinporten.no/`.
+    pub issuer: String,
+    /// The audience tokens must be for (`aud`), when set.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The issuer's signing keys (a JWKS document).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    /// The organisations that may call, with their role.
+    #[serde(default)]
+    pub clients: Vec<crate::auth::ClientEntry>,
+}
+
+fn default_leeway() -> u64 {
+    30
 }
 
 /// How deliveries are retried and how often inbound feeds are read.
@@ -151,6 +177,7 @@ impl Default for Config {
             log: LogConfig::default(),
             targets: TargetsConfig { timeout_secs: 10, ..TargetsConfig::default() },
             sync: SyncSettings::default(),
+            auth: None,
         }
     }
 }
@@ -321,6 +348,24 @@ impl Config {
                 "keys `sync.batch`, `sync.lease_secs` and `sync.poll_interval_ms` must be above 0".into(),
             ));
         }
+        if self.mode == Mode::Production {
+            match &self.auth {
+                None => {
+                    return Err(ConfigError(
+                        "section `[auth]` is required in production: issuer, jwks_file and the clients that may call (see the README)".into(),
+                    ));
+                }
+                Some(a) if a.issuer == crate::auth::dev::ISSUER => {
+                    return Err(ConfigError(
+                        "key `auth.issuer` names the dev issuer; production does not accept dev tokens".into(),
+                    ));
+                }
+                Some(a) if a.jwks_file.is_none() => {
+                    return Err(ConfigError("key `auth.jwks_file` is required: the issuer's signing keys".into()));
+                }
+                Some(_) => {}
+            }
+        }
         if self.mode == Mode::Production && self.security.national_id_key.is_none() {
             return Err(ConfigError(
                 "key `security.national_id_key` is required in production: set it in the config file or as HURTIGSPOR__SECURITY__NATIONAL_ID_KEY (64 hex characters, e.g. from `openssl rand -hex 32`)".into(),
@@ -405,9 +450,28 @@ mod tests {
     }
 
     #[test]
-    fn production_requires_a_key() {
+    fn production_requires_auth_and_a_key() {
         let err = Config::default().validate().unwrap_err().to_string();
+        assert!(err.contains("[auth]"), "{err}");
+        let mut config = Config {
+            auth: Some(AuthConfig {
+                issuer: "https://maskinporten.no/".into(),
+                audience: None,
+                jwks_file: Some("/etc/hurtigspor/jwks.json".into()),
+                leeway_secs: 30,
+                clients: vec![],
+            }),
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("security.national_id_key"), "{err}");
+        config.auth.as_mut().unwrap().issuer = crate::auth::dev::ISSUER.into();
+        config.security.national_id_key = Some(Secret::new("ab".repeat(32)));
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("dev issuer"), "production refuses dev tokens: {err}");
+        config.auth.as_mut().unwrap().jwks_file = None;
+        config.auth.as_mut().unwrap().issuer = "https://maskinporten.no/".into();
+        assert!(config.validate().unwrap_err().to_string().contains("auth.jwks_file"));
         assert!(Config::dev_defaults().validate().is_ok());
     }
 

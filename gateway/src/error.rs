@@ -74,6 +74,14 @@ pub enum Error {
     #[error("request_id was already used for a different request; use a new request_id for a new request")]
     RequestIdReused,
 
+    /// No valid credentials: no token, or one that does not verify.
+    #[error("{message}")]
+    Unauthenticated { reason: &'static str, message: String },
+
+    /// Valid credentials that do not allow this call.
+    #[error("{message}")]
+    PermissionDenied { reason: &'static str, message: String },
+
     /// The store cannot take the request now; retrying later may succeed.
     #[error("storage is unavailable: {0}; retry with backoff")]
     Unavailable(String),
@@ -104,6 +112,8 @@ impl Error {
             Self::AlreadyExists { .. } => Code::AlreadyExists,
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::StaleEtag { .. } => Code::Aborted,
+            Self::Unauthenticated { .. } => Code::Unauthenticated,
+            Self::PermissionDenied { .. } => Code::PermissionDenied,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
@@ -118,6 +128,7 @@ impl Error {
             Self::AlreadyExists { .. } => "PARTICIPANT_ALREADY_EXISTS",
             Self::FailedPrecondition { reason, .. } => reason,
             Self::StaleEtag { .. } => "STALE_ETAG",
+            Self::Unauthenticated { reason, .. } | Self::PermissionDenied { reason, .. } => reason,
             Self::Unavailable(_) => "STORAGE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
@@ -184,6 +195,7 @@ impl From<Error> for Status {
             Error::StaleEtag { resource } => {
                 metadata.insert("resource".to_owned(), resource.clone());
             }
+            Error::Unauthenticated { .. } | Error::PermissionDenied { .. } => {}
             Error::Unavailable(_) | Error::Internal(_) => {}
         }
         details.set_error_info(e.reason(), ERROR_DOMAIN, metadata);

@@ -85,16 +85,21 @@ fn dev_key(data_dir: &Path) -> anyhow::Result<Secret> {
     Ok(Secret::new(text))
 }
 
-#[cfg(unix)]
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    write_private_bytes(path, text.as_bytes())
+}
+
+/// Writes a new file only its owner can read.
+#[cfg(unix)]
+pub fn write_private_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(text.as_bytes())
+    f.write_all(bytes)
 }
 
 #[cfg(not(unix))]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
+pub fn write_private_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use crate::{
     api::participants::{Clock, ParticipantApi},
+    auth::{Authenticate, Authenticator},
     config::{Config, Mode},
     domain::{national_id::IdMode, participant::Rules},
     http::HttpState,
@@ -32,7 +33,10 @@ use hurtigspor_proto::v1::{
 };
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Server, server::TcpIncoming},
+};
 
 pub struct Gateway {
     listener: TcpListener,
@@ -47,6 +51,29 @@ pub struct Gateway {
     mocks: Vec<(&'static str, RunningMock)>,
     /// Every target's reconcile counts, latency and breaker state.
     metrics: Arc<Metrics>,
+    auth: Authenticator,
+    /// Dev mode: ready tokens for the dev organisations.
+    dev_tokens: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The token checker: from `[auth]`, or in dev mode (without `[auth]`) a
+/// local signing key with ready tokens, written to `<data_dir>/dev-tokens.json`.
+fn authentication(
+    config: &Config,
+) -> anyhow::Result<(Authenticator, Option<serde_json::Map<String, serde_json::Value>>)> {
+    if let Some(auth) = &config.auth {
+        return Ok((Authenticator::from_config(auth)?, None));
+    }
+    anyhow::ensure!(config.mode == Mode::Dev, "section [auth] is required in production");
+    let key = crate::auth::dev::signing_key(&config.data_dir)?;
+    let jwks = crate::auth::dev::jwks(&key)?;
+    let auth = Authenticator::new(&crate::auth::dev::config(), &jwks)?;
+    let tokens = crate::auth::dev::tokens(&key, 12)?;
+    let path = config.data_dir.join("dev-tokens.json");
+    let _ = std::fs::remove_file(&path);
+    crate::keys::write_private_bytes(&path, serde_json::to_string_pretty(&tokens)?.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok((auth, Some(tokens)))
 }
 
 /// The configured targets, and the clients their change feeds are read with.
@@ -157,6 +184,7 @@ impl Gateway {
     pub async fn build(config: Config, clock: Clock) -> anyhow::Result<Self> {
         config.validate()?;
         let keys = Keys::load(&config)?;
+        let (auth, dev_tokens) = authentication(&config)?;
         let path = config.database_path();
         let metrics = Arc::new(Metrics::new());
         let Targets { all: targets, arena, nokut, nokut_secret, nokut_webhook_url, mocks } =
@@ -208,7 +236,7 @@ impl Gateway {
             None => None,
         };
         let dispatcher = Arc::new(Dispatcher::new(store.clone() as Arc<dyn Store>, targets, wake, &config.sync));
-        Ok(Self { listener, addr, http, store, api, config, dispatcher, feeds, mocks, metrics })
+        Ok(Self { listener, addr, http, store, api, config, dispatcher, feeds, mocks, metrics, auth, dev_tokens })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -220,6 +248,12 @@ impl Gateway {
     /// on the HTTP listener's `/metrics`.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.metrics)
+    }
+
+    /// Dev mode: ready tokens by name (`kommune_0301`, `kommune_4601`,
+    /// `nav`, `admin`), also in `<data_dir>/dev-tokens.json`.
+    pub fn dev_tokens(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.dev_tokens.as_ref()
     }
 
     /// The HTTP listener's address (webhooks), if there is one.
@@ -243,11 +277,19 @@ impl Gateway {
             .build_v1()
             .context("cannot build the reflection service")?;
         let limits = &self.config.limits;
-        let sync = SyncServiceServer::new(crate::api::sync::SyncApi::new(self.store.clone() as Arc<dyn Store>));
+        let authenticate = Authenticate(self.auth.clone());
+        let sync = InterceptedService::new(
+            SyncServiceServer::new(crate::api::sync::SyncApi::new(self.store.clone() as Arc<dyn Store>)),
+            authenticate.clone(),
+        );
+        let reflection = InterceptedService::new(reflection, authenticate.clone());
         health_reporter.set_serving::<SyncServiceServer<crate::api::sync::SyncApi>>().await;
-        let participants = ParticipantServiceServer::new(self.api)
-            .max_decoding_message_size(limits.max_message_bytes)
-            .max_encoding_message_size(16 * limits.max_message_bytes);
+        let participants = InterceptedService::new(
+            ParticipantServiceServer::new(self.api)
+                .max_decoding_message_size(limits.max_message_bytes)
+                .max_encoding_message_size(16 * limits.max_message_bytes),
+            authenticate,
+        );
         // Tell load balancers to stop sending work before draining.
         let reporter = health_reporter.clone();
         let shutdown = async move {

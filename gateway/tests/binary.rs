@@ -1,7 +1,7 @@
 //! The `hurtigspor` binary as a user runs it: killed with SIGKILL it keeps
 //! every write it acknowledged; its subcommands and their errors.
 
-use hurtigspor_gateway::domain::national_id::testing::synthetic_fnr;
+use hurtigspor_gateway::{auth::BearerToken, domain::national_id::testing::synthetic_fnr};
 use hurtigspor_proto::{
     google::r#type::Date,
     v1::{
@@ -13,9 +13,20 @@ use std::{
     io::{BufRead, BufReader, Write},
     process::{Child, Command, Output, Stdio},
 };
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 fn hurtigspor(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hurtigspor"))
+    hurtigspor_as(None, args, stdin)
+}
+
+/// Runs the binary with `HURTIGSPOR_TOKEN` set to `token`.
+fn hurtigspor_as(token: Option<&str>, args: &[&str], stdin: &str) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hurtigspor"));
+    command.env_remove("HURTIGSPOR_TOKEN");
+    if let Some(token) = token {
+        command.env("HURTIGSPOR_TOKEN", token);
+    }
+    let mut child = command
         .args(args)
         .env("HURTIGSPOR_LOG", "warn")
         .env_remove("HURTIGSPOR_SERVER")
@@ -30,6 +41,21 @@ fn hurtigspor(args: &[&str], stdin: &str) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A dev gateway's ready token for `who`.
+fn dev_token(data_dir: &std::path::Path, who: &str) -> String {
+    let tokens: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data_dir.join("dev-tokens.json")).unwrap()).unwrap();
+    tokens[who].as_str().unwrap().to_owned()
+}
+
+type Client = ParticipantServiceClient<InterceptedService<Channel, BearerToken>>;
+
+/// A client of the dev gateway at `addr` with its admin token.
+async fn connect(addr: &str, data_dir: &std::path::Path) -> Client {
+    let channel = Channel::from_shared(addr.to_owned()).unwrap().connect().await.unwrap();
+    ParticipantServiceClient::with_interceptor(channel, BearerToken::new(&dev_token(data_dir, "admin")).unwrap())
 }
 
 /// Starts `hurtigspor dev` on a free port and returns it with its address.
@@ -59,7 +85,7 @@ fn start(data_dir: &std::path::Path) -> (Child, String) {
 async fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr) = start(dir.path());
-    let client = ParticipantServiceClient::connect(addr.clone()).await.unwrap();
+    let client = connect(&addr, dir.path()).await;
 
     let acknowledged: Vec<Participant> = futures_join((0..40u32).map(|i| {
         let mut c = client.clone();
@@ -87,7 +113,7 @@ async fn acknowledged_writes_survive_sigkill() {
     child.wait().unwrap();
 
     let (mut child, addr) = start(dir.path());
-    let mut client = ParticipantServiceClient::connect(addr).await.unwrap();
+    let mut client = connect(&addr, dir.path()).await;
     let page = client
         .list_participants(ListParticipantsRequest { page_size: 500, ..Default::default() })
         .await
@@ -119,12 +145,26 @@ where
 }
 
 #[test]
-fn serve_refuses_to_start_without_a_key_and_says_which() {
+fn serve_refuses_to_start_without_auth_or_a_key_and_says_which() {
     let dir = tempfile::tempdir().unwrap();
-    let out = hurtigspor(&["serve", "--listen", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap()], "");
+    let data = dir.path().to_str().unwrap();
+    let out = hurtigspor(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data], "");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("[auth]"), "{}", text(&out.stderr));
+    let config = dir.path().join("h.toml");
+    std::fs::write(&config, "[auth]\nissuer = \"https://maskinporten.no/\"\njwks_file = \"/etc/jwks.json\"\n").unwrap();
+    let out =
+        hurtigspor(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data, "--config", config.to_str().unwrap()], "");
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("security.national_id_key") && err.contains("HURTIGSPOR__SECURITY__NATIONAL_ID_KEY"), "{err}");
+    std::fs::write(&config, "[auth]\nissuer = \"hurtigspor-dev\"\njwks_file = \"/etc/jwks.json\"\n").unwrap();
+    let out = hurtigspor_as(
+        None,
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", data, "--config", config.to_str().unwrap()],
+        "",
+    );
+    assert!(text(&out.stderr).contains("dev issuer"), "serve refuses dev tokens: {}", text(&out.stderr));
 }
 
 #[test]
@@ -154,9 +194,11 @@ async fn the_client_subcommands_work_against_a_dev_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr) = start(dir.path());
     let national_id = synthetic_fnr(1984, 7, 9, 11);
+    let token = dev_token(dir.path(), "kommune_4601");
     let out = tokio::task::spawn_blocking({
-        let (addr, national_id) = (addr.clone(), national_id.clone());
+        let (addr, national_id, token) = (addr.clone(), national_id.clone(), token.clone());
         move || {
+            let hurtigspor = |args: &[&str], stdin: &str| hurtigspor_as(Some(&token), args, stdin);
             let create = hurtigspor(
                 &[
                     "participants",
@@ -202,6 +244,14 @@ async fn the_client_subcommands_work_against_a_dev_gateway() {
     })
     .await
     .unwrap();
+    let refused = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || hurtigspor_as(Some("not-a-token"), &["participants", "--server", &addr, "list"], "")
+    })
+    .await
+    .unwrap();
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("Unauthenticated"), "{}", text(&refused.stderr));
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -223,9 +273,11 @@ async fn the_client_subcommands_work_against_a_dev_gateway() {
 
 #[test]
 fn the_client_says_what_to_do_when_no_gateway_answers() {
-    let out = hurtigspor(&["participants", "--server", "http://127.0.0.1:1", "list"], "");
+    let out = hurtigspor_as(Some("t"), &["participants", "--server", "http://127.0.0.1:1", "list"], "");
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("cargo run -- dev"), "{}", text(&out.stderr));
+    let out = hurtigspor(&["participants", "--server", "http://127.0.0.1:1", "list"], "");
+    assert!(text(&out.stderr).contains("pass --token or set HURTIGSPOR_TOKEN"), "{}", text(&out.stderr));
 }
 
 #[test]

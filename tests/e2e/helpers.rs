@@ -4,6 +4,7 @@
 use hurtigspor_gateway::{
     Gateway,
     api::participants::Clock,
+    auth::{BearerToken, Claims, OrgClaim, dev},
     config::{Config, Mode, Secret},
     domain::national_id::testing::synthetic_fnr,
 };
@@ -26,7 +27,9 @@ use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
 
-pub type Client = ParticipantServiceClient<Channel>;
+pub type Client = ParticipantServiceClient<Authed>;
+/// A channel that sends a bearer token with every call.
+pub type Authed = tonic::service::interceptor::InterceptedService<Channel, BearerToken>;
 
 /// Everything every test logged, at TRACE level.
 static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -194,6 +197,8 @@ pub struct TestApp {
     /// The HTTP listener (NOKUT webhooks), if configured.
     pub http: Option<SocketAddr>,
     pub client: Client,
+    /// The administrator's token the clients send.
+    pub token: String,
     pub dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -211,12 +216,52 @@ pub fn dev_config(data_dir: &Path) -> Config {
     config
 }
 
+/// The issuer of the tests' production tokens.
+pub const TEST_ISSUER: &str = "hurtigspor-test";
+
 pub fn production_config(data_dir: &Path) -> Config {
     let mut config = dev_config(data_dir);
     config.mode = Mode::Production;
     config.security.national_id_key = Some(Secret::new("5e".repeat(32)));
+    // A test issuer whose key the test holds (dev tokens are refused).
+    let key = dev::signing_key(data_dir).unwrap();
+    let jwks = data_dir.join("jwks.json");
+    std::fs::write(&jwks, serde_json::to_string(&dev::jwks(&key).unwrap()).unwrap()).unwrap();
+    let mut auth = dev::config();
+    auth.issuer = TEST_ISSUER.into();
+    auth.jwks_file = Some(jwks);
+    config.auth = Some(auth);
     config
 }
+
+/// A token for one of the dev organisations (`admin`, `nav`,
+/// `kommune_0301`, `kommune_4601`), signed with the key in `data_dir`, from
+/// `issuer`, with `scopes`.
+pub fn token_for(data_dir: &Path, issuer: &str, who: &str, scopes: &[&str]) -> String {
+    let key = dev::signing_key(data_dir).unwrap();
+    let (_, org, vendor, ..) = dev::organisations().into_iter().find(|o| o.0 == who).expect("a dev organisation");
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        iss: issuer.into(),
+        aud: Some(dev::AUDIENCE.into()),
+        exp: now + 3600,
+        nbf: Some(now - 60),
+        iat: now,
+        scope: scopes.join(" "),
+        consumer: OrgClaim { authority: String::new(), id: format!("0192:{org}") },
+        supplier: vendor.map(|v| OrgClaim { authority: String::new(), id: format!("0192:{v}") }),
+        jti: format!("test-{now}"),
+    };
+    dev::sign(&key, &claims).unwrap()
+}
+
+/// Every scope there is.
+pub const ALL_SCOPES: [&str; 4] = [
+    "hurtigspor:participants.read",
+    "hurtigspor:participants.write",
+    "hurtigspor:sync.admin",
+    "hurtigspor:reports.read",
+];
 
 /// A dev-mode gateway on port 0 with a fresh database.
 pub async fn spawn_app() -> TestApp {
@@ -228,7 +273,12 @@ pub async fn spawn_app() -> TestApp {
 /// A gateway on `config`, owning `dir` (its data dir).
 pub async fn spawn_with(dir: TempDir, config: Config) -> TestApp {
     capture_logs();
+    let issuer = config.auth.as_ref().map(|a| a.issuer.clone());
     let gateway = Gateway::build(config, Clock::system()).await.expect("gateway builds");
+    let token = match gateway.dev_tokens() {
+        Some(tokens) => tokens["admin"].as_str().unwrap().to_owned(),
+        None => token_for(dir.path(), &issuer.expect("auth is configured"), "admin", &ALL_SCOPES),
+    };
     let addr = gateway.local_addr();
     let mocks = gateway.mock_urls().into_iter().collect();
     let http = gateway.http_addr();
@@ -236,13 +286,18 @@ pub async fn spawn_with(dir: TempDir, config: Config) -> TestApp {
     let server = tokio::spawn(gateway.run(async move {
         let _ = rx.await;
     }));
-    let client = connect(addr).await;
-    TestApp { addr, mocks, http, client, dir, shutdown: Some(tx), server: Some(server) }
+    let client = connect(addr, &token).await;
+    TestApp { addr, mocks, http, client, token, dir, shutdown: Some(tx), server: Some(server) }
 }
 
-pub async fn connect(addr: SocketAddr) -> Client {
+/// A channel to `addr` that sends `token`.
+pub async fn channel(addr: SocketAddr, token: &str) -> Authed {
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connects");
-    ParticipantServiceClient::new(channel)
+    tonic::service::interceptor::InterceptedService::new(channel, BearerToken::new(token).unwrap())
+}
+
+pub async fn connect(addr: SocketAddr, token: &str) -> Client {
+    ParticipantServiceClient::new(channel(addr, token).await)
 }
 
 impl Drop for TestApp {
@@ -256,9 +311,8 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
-    pub async fn sync_client(&self) -> hurtigspor_proto::v1::sync_service_client::SyncServiceClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap();
-        hurtigspor_proto::v1::sync_service_client::SyncServiceClient::new(channel)
+    pub async fn sync_client(&self) -> hurtigspor_proto::v1::sync_service_client::SyncServiceClient<Authed> {
+        hurtigspor_proto::v1::sync_service_client::SyncServiceClient::new(channel(self.addr, &self.token).await)
     }
 
     /// Waits (up to 10 s) until every target's state for `name` satisfies `check`.

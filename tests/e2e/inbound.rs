@@ -43,11 +43,9 @@ async fn advance_nokut(app: &TestApp, days: i64) {
 /// Collects every change event from the start, in the background.
 fn watch(app: &TestApp) -> Arc<Mutex<Vec<ChangeEvent>>> {
     let events = Arc::new(Mutex::new(Vec::new()));
-    let (sink, addr) = (events.clone(), app.addr);
+    let (sink, addr, token) = (events.clone(), app.addr, app.token.clone());
     tokio::spawn(async move {
-        let channel =
-            tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-        let mut client = hurtigspor_proto::v1::sync_service_client::SyncServiceClient::new(channel);
+        let mut client = hurtigspor_proto::v1::sync_service_client::SyncServiceClient::new(channel(addr, &token).await);
         let mut stream = client.watch_changes(WatchChangesRequest::default()).await.unwrap().into_inner();
         while let Some(Ok(event)) = stream.next().await {
             sink.lock().unwrap().push(event);

@@ -8,14 +8,15 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
-async fn channel(app: &TestApp) -> Channel {
+/// A channel without credentials: health needs none.
+async fn plain(app: &TestApp) -> Channel {
     Channel::from_shared(format!("http://{}", app.addr)).unwrap().connect().await.unwrap()
 }
 
 #[tokio::test]
 async fn health_reports_serving() {
     let app = spawn_app().await;
-    let mut health = HealthClient::new(channel(&app).await);
+    let mut health = HealthClient::new(plain(&app).await);
     for service in ["", "hurtigspor.v1.ParticipantService"] {
         let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(r.status, ServingStatus::Serving as i32, "{service:?}");
@@ -24,7 +25,7 @@ async fn health_reports_serving() {
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 }
 
-async fn reflect(client: &mut ServerReflectionClient<Channel>, request: MessageRequest) -> MessageResponse {
+async fn reflect(client: &mut ServerReflectionClient<Authed>, request: MessageRequest) -> MessageResponse {
     let req = ServerReflectionRequest { host: String::new(), message_request: Some(request) };
     let mut stream = client.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
     stream.message().await.unwrap().unwrap().message_response.unwrap()
@@ -33,7 +34,14 @@ async fn reflect(client: &mut ServerReflectionClient<Channel>, request: MessageR
 #[tokio::test]
 async fn reflection_lists_and_describes_the_services() {
     let app = spawn_app().await;
-    let mut client = ServerReflectionClient::new(channel(&app).await);
+    let anonymous = ServerReflectionClient::new(plain(&app).await)
+        .server_reflection_info(tokio_stream::iter([ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }]))
+        .await;
+    assert_eq!(anonymous.unwrap_err().code(), tonic::Code::Unauthenticated, "reflection needs a token");
+    let mut client = ServerReflectionClient::new(channel(app.addr, &app.token).await);
     let MessageResponse::ListServicesResponse(list) =
         reflect(&mut client, MessageRequest::ListServices(String::new())).await
     else {

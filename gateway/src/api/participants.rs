@@ -2,6 +2,7 @@
 
 use super::{check_request_id, new_participant_id, pagination, parse_name};
 use crate::{
+    auth::{Scope, caller},
     config::Limits,
     domain::{
         kommune::Kommunenummer,
@@ -48,9 +49,6 @@ pub struct ParticipantApi {
     clock: Clock,
 }
 
-/// Who is calling. Until authentication lands every caller is anonymous.
-const ACTOR: &str = "anonymous";
-
 impl ParticipantApi {
     pub fn new(store: Arc<dyn Store>, rules: Rules, keys: Keys, limits: Limits, clock: Clock) -> Self {
         Self { store, rules, keys, limits, clock }
@@ -92,6 +90,7 @@ impl ParticipantApi {
     #[allow(clippy::too_many_arguments)]
     async fn mutate(
         &self,
+        actor: String,
         name: &str,
         etag: &str,
         idempotency: Option<IdempotencyKey>,
@@ -107,7 +106,7 @@ impl ParticipantApi {
                 idempotency,
                 kind: ChangeKind(kind),
                 origin: Origin::Api,
-                actor: ACTOR.to_owned(),
+                actor,
                 apply: Box::new(apply),
             })
             .await?;
@@ -126,6 +125,7 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<CreateParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
+        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
         let req = request.into_inner();
         let input = required(req.participant.as_ref(), "participant", "the participant to register")?;
         let idempotency = self.idempotency("CreateParticipant", &req.request_id, &req)?;
@@ -140,7 +140,7 @@ impl ParticipantService for ParticipantApi {
                 record: valid.record,
                 idempotency,
                 origin: Origin::Api,
-                actor: ACTOR.to_owned(),
+                actor,
             })
             .await?;
         tracing::info!(participant = %committed.participant.name, replayed = committed.replayed, "participant created");
@@ -148,6 +148,7 @@ impl ParticipantService for ParticipantApi {
     }
 
     async fn get_participant(&self, request: Request<GetParticipantRequest>) -> Result<Response<Participant>, Status> {
+        caller(&request, Scope::ParticipantsRead)?;
         let id = parse_name(&request.get_ref().name, "name")?;
         let p = self.store.get(&id).await?.ok_or_else(|| Error::not_found(crate::store::resource_name(&id)))?;
         tracing::info!(participant = %id, "participant read");
@@ -158,6 +159,7 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<ListParticipantsRequest>,
     ) -> Result<Response<ListParticipantsResponse>, Status> {
+        caller(&request, Scope::ParticipantsRead)?;
         let req = request.into_inner();
         let mut v = crate::error::Violations::new();
         if req.page_size < 0 {
@@ -211,6 +213,7 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<UpdateParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
+        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
         let req = request.into_inner();
         let input =
             required(req.participant.as_ref(), "participant", "the participant with its name and the new values")?
@@ -219,7 +222,7 @@ impl ParticipantService for ParticipantApi {
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         let (rules, today) = (self.rules.clone(), self.today());
         let (name, etag) = (input.name.clone(), input.etag.clone());
-        self.mutate(&name, &etag, None, "participant.updated", move |p| {
+        self.mutate(actor, &name, &etag, None, "participant.updated", move |p| {
             rules::apply_update(p, &input, &paths, &rules, today)
         })
         .await
@@ -229,6 +232,7 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<LookupParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
+        caller(&request, Scope::ParticipantsRead)?;
         let id = rules::parse_national_id(&request.get_ref().national_id, "national_id", &self.rules, self.today())?;
         let p = self
             .store
@@ -243,6 +247,7 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<TransitionHurtigsporRequest>,
     ) -> Result<Response<Participant>, Status> {
+        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
         let req = request.into_inner();
         let idempotency = self.idempotency("TransitionHurtigspor", &req.request_id, &req)?;
         parse_name(&req.name, "name")?;
@@ -254,28 +259,32 @@ impl ParticipantService for ParticipantApi {
             self.today(),
         )?;
         let now = self.now_timestamp();
-        self.mutate(&req.name, &req.etag, idempotency, "hurtigspor.transitioned", move |p| {
+        self.mutate(actor, &req.name, &req.etag, idempotency, "hurtigspor.transitioned", move |p| {
             rules::transition(p, &input, now)
         })
         .await
     }
 
     async fn end_programme(&self, request: Request<EndProgrammeRequest>) -> Result<Response<Participant>, Status> {
+        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
         let req = request.into_inner();
         let idempotency = self.idempotency("EndProgramme", &req.request_id, &req)?;
         parse_name(&req.name, "name")?;
         let input = rules::validate_end_input(req.end_date.as_ref(), req.end_reason, req.main_activity)?;
-        self.mutate(&req.name, &req.etag, idempotency, "programme.ended", move |p| rules::end_programme(p, &input))
-            .await
+        self.mutate(actor, &req.name, &req.etag, idempotency, "programme.ended", move |p| {
+            rules::end_programme(p, &input)
+        })
+        .await
     }
 
     async fn record_measure(&self, request: Request<RecordMeasureRequest>) -> Result<Response<Participant>, Status> {
+        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
         let req = request.into_inner();
         let idempotency = self.idempotency("RecordMeasure", &req.request_id, &req)?;
         parse_name(&req.name, "name")?;
         let input = required(req.measure.as_ref(), "measure", "the measure to record")?;
         let measure = rules::new_measure(input, self.today())?;
-        self.mutate(&req.name, &req.etag, idempotency, "measure.recorded", move |p| {
+        self.mutate(actor, &req.name, &req.etag, idempotency, "measure.recorded", move |p| {
             p.measures.push(measure);
             Ok(())
         })
@@ -283,22 +292,24 @@ impl ParticipantService for ParticipantApi {
     }
 
     async fn end_measure(&self, request: Request<EndMeasureRequest>) -> Result<Response<Participant>, Status> {
+        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
         let req = request.into_inner();
         parse_name(&req.name, "name")?;
         let input = rules::validate_end_measure(&req.measure_id, req.status, req.end_date.as_ref())?;
-        self.mutate(&req.name, &req.etag, None, "measure.ended", move |p| rules::end_measure(p, &input)).await
+        self.mutate(actor, &req.name, &req.etag, None, "measure.ended", move |p| rules::end_measure(p, &input)).await
     }
 
     async fn open_recognition_case(
         &self,
         request: Request<OpenRecognitionCaseRequest>,
     ) -> Result<Response<Participant>, Status> {
+        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
         let req = request.into_inner();
         let idempotency = self.idempotency("OpenRecognitionCase", &req.request_id, &req)?;
         parse_name(&req.name, "name")?;
         let input = required(req.recognition_case.as_ref(), "recognition_case", "the case to open, with its scheme")?;
         let case = rules::new_recognition_case(input, self.today())?;
-        self.mutate(&req.name, &req.etag, idempotency, "recognition.opened", move |p| {
+        self.mutate(actor, &req.name, &req.etag, idempotency, "recognition.opened", move |p| {
             rules::open_recognition_case(p, case)
         })
         .await
@@ -308,10 +319,11 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<RecordCompetenceMappingRequest>,
     ) -> Result<Response<Participant>, Status> {
+        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
         let req = request.into_inner();
         parse_name(&req.name, "name")?;
         let competence = rules::validate_competence_input(req.competence.as_ref(), self.today())?;
-        self.mutate(&req.name, &req.etag, None, "competence.recorded", move |p| {
+        self.mutate(actor, &req.name, &req.etag, None, "competence.recorded", move |p| {
             p.competence = Some(competence);
             Ok(())
         })
@@ -322,10 +334,12 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<UpdateIndividualPlanRequest>,
     ) -> Result<Response<Participant>, Status> {
+        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
         let req = request.into_inner();
         parse_name(&req.name, "name")?;
         let plan = req.plan.clone();
-        self.mutate(&req.name, &req.etag, None, "plan.updated", move |p| rules::replace_plan(p, plan.as_ref())).await
+        self.mutate(actor, &req.name, &req.etag, None, "plan.updated", move |p| rules::replace_plan(p, plan.as_ref()))
+            .await
     }
 }
 
@@ -340,6 +354,32 @@ mod tests {
     use hurtigspor_proto::{google::r#type::Date, v1::Programme};
     use tonic::Code;
     use tonic_types::StatusExt;
+
+    /// A request from an administrator with every scope.
+    fn authed<T>(message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.extensions_mut().insert(crate::auth::Caller {
+            organisation: "900000049".into(),
+            vendor: None,
+            role: crate::auth::Role::Admin,
+            kommuner: vec![],
+            scopes: crate::auth::Scope::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
+        });
+        request
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_caller_or_its_scope_is_refused_before_the_store() {
+        let api = api(MockStore::new());
+        let status = api.create_participant(Request::new(valid_request())).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let mut read_only = authed(valid_request());
+        read_only.extensions_mut().get_mut::<crate::auth::Caller>().unwrap().scopes =
+            vec!["hurtigspor:participants.read".into()];
+        let status = api.create_participant(read_only).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert!(status.message().contains("hurtigspor:participants.write"), "{status:?}");
+    }
 
     fn api(store: MockStore) -> ParticipantApi {
         ParticipantApi::new(
@@ -376,17 +416,14 @@ mod tests {
         let api = api(store);
         let mut req = valid_request();
         req.participant.as_mut().unwrap().kommunenummer = "0000".into();
-        let status = api.create_participant(Request::new(req)).await.unwrap_err();
+        let status = api.create_participant(authed(req)).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         let transition = TransitionHurtigsporRequest {
             name: "participants/0123456789abcdef0123456789abcdef".into(),
             status: 0,
             ..Default::default()
         };
-        assert_eq!(
-            api.transition_hurtigspor(Request::new(transition)).await.unwrap_err().code(),
-            Code::InvalidArgument
-        );
+        assert_eq!(api.transition_hurtigspor(authed(transition)).await.unwrap_err().code(), Code::InvalidArgument);
     }
 
     #[tokio::test]
@@ -410,14 +447,14 @@ mod tests {
             })
             .times(1)
             .returning(|n| Ok(Committed { participant: n.record, version: 1, replayed: false }));
-        api(store).create_participant(Request::new(req)).await.unwrap();
+        api(store).create_participant(authed(req)).await.unwrap();
     }
 
     #[tokio::test]
     async fn a_storage_outage_is_unavailable_with_retry_info() {
         let mut store = MockStore::new();
         store.expect_create().returning(|_| Err(Error::Unavailable("disk I/O error on /var/lib/x".into())));
-        let status = api(store).create_participant(Request::new(valid_request())).await.unwrap_err();
+        let status = api(store).create_participant(authed(valid_request())).await.unwrap_err();
         assert_eq!(status.code(), Code::Unavailable);
         assert!(status.get_details_retry_info().is_some());
         assert!(!status.message().contains("/var/lib"), "internals stay in the log");
@@ -437,8 +474,8 @@ mod tests {
         a.request_id = "r1".into();
         let mut b = a.clone();
         b.participant.as_mut().unwrap().given_name = "Other".into();
-        api.create_participant(Request::new(a)).await.unwrap();
-        api.create_participant(Request::new(b)).await.unwrap();
+        api.create_participant(authed(a)).await.unwrap();
+        api.create_participant(authed(b)).await.unwrap();
         let seen = seen.lock().unwrap();
         assert_eq!(seen[0].method, "CreateParticipant");
         assert_eq!(seen[0].request_id, "r1");

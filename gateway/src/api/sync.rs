@@ -2,6 +2,7 @@
 
 use super::parse_name;
 use crate::{
+    auth::{Scope, caller},
     error::Error,
     store::{ChangeRecord, InboxFilter, InboxItem, Store, resource_name},
 };
@@ -70,6 +71,7 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<ChangeEvent, Status>> + Send
 #[tonic::async_trait]
 impl SyncService for SyncApi {
     async fn get_sync_status(&self, request: Request<GetSyncStatusRequest>) -> Result<Response<SyncStatus>, Status> {
+        caller(&request, Scope::ParticipantsRead)?;
         let id = parse_name(&request.get_ref().name, "name")?;
         if self.store.get(&id).await?.is_none() {
             return Err(Error::not_found(resource_name(&id)).into());
@@ -95,6 +97,7 @@ impl SyncService for SyncApi {
         &self,
         request: Request<ListFailedDeliveriesRequest>,
     ) -> Result<Response<ListFailedDeliveriesResponse>, Status> {
+        caller(&request, Scope::SyncAdmin)?;
         let req = request.into_inner();
         if req.page_size < 0 {
             return Err(Error::invalid("page_size", "OUT_OF_RANGE", "must not be negative").into());
@@ -126,6 +129,7 @@ impl SyncService for SyncApi {
         &self,
         request: Request<RetryDeliveriesRequest>,
     ) -> Result<Response<RetryDeliveriesResponse>, Status> {
+        caller(&request, Scope::SyncAdmin)?;
         let name = &request.get_ref().name;
         let id = if name.is_empty() { None } else { Some(parse_name(name, "name")?) };
         let retried = self.store.retry_failed_syncs(id.clone()).await?;
@@ -137,6 +141,7 @@ impl SyncService for SyncApi {
         &self,
         request: Request<ListInboundChangesRequest>,
     ) -> Result<Response<ListInboundChangesResponse>, Status> {
+        caller(&request, Scope::SyncAdmin)?;
         let req = request.into_inner();
         let source = parse_source(&req.source, false)?;
         let status = match InboundStatus::try_from(req.status) {
@@ -165,6 +170,7 @@ impl SyncService for SyncApi {
         &self,
         request: Request<ReingestInboundChangesRequest>,
     ) -> Result<Response<ReingestInboundChangesResponse>, Status> {
+        caller(&request, Scope::SyncAdmin)?;
         let req = request.into_inner();
         let position = req.position.trim();
         let source = parse_source(&req.source, !position.is_empty())?;
@@ -195,6 +201,7 @@ impl SyncService for SyncApi {
         &self,
         request: Request<WatchChangesRequest>,
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        caller(&request, Scope::ParticipantsRead)?;
         let mut after = parse_cursor(&request.get_ref().cursor)?;
         let store = Arc::clone(&self.store);
         let (tx, rx) = tokio::sync::mpsc::channel(PAGE);

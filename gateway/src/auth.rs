@@ -1,0 +1,552 @@
+//! Who is calling: Maskinporten-style bearer tokens, checked on every RPC
+//! except health.
+//!
+//! A token is a JWT signed with a configured key (a JWKS file; RS256 or
+//! ES256), from the configured issuer, for the configured audience (when
+//! set), within its expiry and not-before (with a small leeway). The
+//! organisation comes from `consumer.ID` (`0192:<orgnr>`, mod-11 checked) and
+//! must be in the client registry, which gives it a role; the vendor acting
+//! for it comes from `supplier.ID`. `scope` (space-separated) says what the
+//! token may do: see [`Scope`].
+//!
+//! Refusals are UNAUTHENTICATED (no token, or one that does not verify) or
+//! PERMISSION_DENIED (a valid token that may not do this), with a stable
+//! reason and a message saying what to fix; neither echoes the token.
+
+use crate::{config::AuthConfig, domain::orgnr::Orgnr, error::Error};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet};
+use serde::{Deserialize, Serialize};
+use std::{collections::HashMap, path::Path, sync::Arc};
+use tonic::{Request, Status, service::Interceptor};
+
+/// What a token may do. The names are the `scope` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Read participants, their sync state and the change stream.
+    ParticipantsRead,
+    /// Create and change participants.
+    ParticipantsWrite,
+    /// Failed deliveries, replays and the inbound inbox.
+    SyncAdmin,
+    /// Reports.
+    ReportsRead,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ParticipantsRead => "hurtigspor:participants.read",
+            Self::ParticipantsWrite => "hurtigspor:participants.write",
+            Self::SyncAdmin => "hurtigspor:sync.admin",
+            Self::ReportsRead => "hurtigspor:reports.read",
+        }
+    }
+
+    pub const ALL: [Scope; 4] = [Self::ParticipantsRead, Self::ParticipantsWrite, Self::SyncAdmin, Self::ReportsRead];
+}
+
+/// What an organisation is to the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A kommune (through its vendor): its own participants only.
+    Kommune,
+    /// NAV: moves the hurtigspor status and records measures.
+    Nav,
+    /// Operates the gateway: everything.
+    Admin,
+}
+
+/// The authenticated caller of one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The organisation number (from `consumer.ID`).
+    pub organisation: String,
+    /// The vendor's organisation number (from `supplier.ID`), if one acts
+    /// for the organisation.
+    pub vendor: Option<String>,
+    pub role: Role,
+    /// The kommuner a kommune caller acts for.
+    pub kommuner: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+impl Caller {
+    /// How the change log and audit name the caller: `0192:<org>` and the
+    /// vendor, if any.
+    pub fn actor(&self) -> String {
+        match &self.vendor {
+            Some(v) => format!("0192:{} via 0192:{v}", self.organisation),
+            None => format!("0192:{}", self.organisation),
+        }
+    }
+
+    /// The caller, if the token grants `scope`.
+    pub fn require(&self, scope: Scope) -> Result<&Self, Error> {
+        if self.scopes.iter().any(|s| s == scope.as_str()) {
+            Ok(self)
+        } else {
+            Err(Error::PermissionDenied {
+                reason: "SCOPE_MISSING",
+                message: format!("the token lacks the scope {}; ask for a token with it", scope.as_str()),
+            })
+        }
+    }
+}
+
+/// The caller a request was authenticated as, with `scope` required.
+pub fn caller<T>(request: &Request<T>, scope: Scope) -> Result<Caller, Status> {
+    let caller = request.extensions().get::<Caller>().ok_or_else(|| {
+        Status::from(Error::Unauthenticated {
+            reason: "TOKEN_MISSING",
+            message: "send a bearer token in the authorization header".into(),
+        })
+    })?;
+    Ok(caller.require(scope)?.clone())
+}
+
+/// An organisation the gateway knows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    /// Organisation number (9 digits).
+    pub organisation: String,
+    pub role: Role,
+    /// For kommuner: the kommunenummer they act for.
+    #[serde(default)]
+    pub kommuner: Vec<String>,
+    /// A name for logs and audit (no personal data).
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `consumer` and `supplier` as Maskinporten writes them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OrgClaim {
+    #[serde(default)]
+    pub authority: String,
+    #[serde(rename = "ID")]
+    pub id: String,
+}
+
+/// The claims the gateway reads.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    pub iat: i64,
+    #[serde(default)]
+    pub scope: String,
+    pub consumer: OrgClaim,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supplier: Option<OrgClaim>,
+    #[serde(default)]
+    pub jti: String,
+}
+
+/// Checks tokens; cheap to clone.
+#[derive(Clone)]
+pub struct Authenticator(Arc<Inner>);
+
+struct Inner {
+    keys: Vec<(Option<String>, DecodingKey, Algorithm)>,
+    issuer: String,
+    audience: Option<String>,
+    leeway_secs: u64,
+    clients: HashMap<String, ClientEntry>,
+}
+
+fn unauthenticated(reason: &'static str, message: impl Into<String>) -> Error {
+    Error::Unauthenticated { reason, message: message.into() }
+}
+
+/// The organisation number in `0192:<orgnr>`.
+fn organisation(claim: &OrgClaim, what: &str) -> Result<String, Error> {
+    claim
+        .id
+        .strip_prefix("0192:")
+        .and_then(|o| Orgnr::parse(o).ok())
+        .map(|o| o.as_str().to_owned())
+        .ok_or_else(|| unauthenticated("TOKEN_INVALID", format!("{what}.ID must be 0192:<organisation number>")))
+}
+
+impl Authenticator {
+    /// Keys from a JWKS document (RS256 and ES256 keys are used; others are
+    /// skipped).
+    pub fn new(config: &AuthConfig, jwks: &JwkSet) -> anyhow::Result<Self> {
+        let mut keys = Vec::new();
+        for jwk in &jwks.keys {
+            let algorithm = match &jwk.algorithm {
+                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec)
+                    if ec.curve == jsonwebtoken::jwk::EllipticCurve::P256 =>
+                {
+                    Algorithm::ES256
+                }
+                _ => continue,
+            };
+            keys.push((jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)?, algorithm));
+        }
+        anyhow::ensure!(!keys.is_empty(), "the JWKS holds no RS256 or ES256 key");
+        let mut clients = HashMap::new();
+        for c in &config.clients {
+            let org = Orgnr::parse(&c.organisation).map_err(|_| {
+                anyhow::anyhow!("auth.clients: {:?} is not a valid organisation number", c.organisation)
+            })?;
+            clients.insert(org.as_str().to_owned(), c.clone());
+        }
+        Ok(Self(Arc::new(Inner {
+            keys,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            leeway_secs: config.leeway_secs,
+            clients,
+        })))
+    }
+
+    /// Loads the JWKS file the configuration names.
+    pub fn from_config(config: &AuthConfig) -> anyhow::Result<Self> {
+        let path = config.jwks_file.as_deref().ok_or_else(|| anyhow::anyhow!("auth.jwks_file is not set"))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read auth.jwks_file {}: {e}", path.display()))?;
+        let jwks: JwkSet = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("auth.jwks_file {} is not a JWKS document: {e}", path.display()))?;
+        Self::new(config, &jwks)
+    }
+
+    /// The caller a bearer token stands for.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, Error> {
+        let inner = &self.0;
+        let header = authorization.ok_or_else(|| {
+            unauthenticated("TOKEN_MISSING", "send a bearer token: authorization: Bearer <access token>")
+        })?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthenticated("TOKEN_MALFORMED", "the authorization header must be: Bearer <token>"))?;
+        let head = jsonwebtoken::decode_header(token)
+            .map_err(|_| unauthenticated("TOKEN_MALFORMED", "the bearer token is not a JWT"))?;
+        let candidates = inner
+            .keys
+            .iter()
+            .filter(|(kid, _, alg)| *alg == head.alg && (head.kid.is_none() || kid.is_none() || *kid == head.kid));
+        let mut last = unauthenticated("TOKEN_SIGNATURE_INVALID", "no configured key verifies the token's signature");
+        for (_, key, alg) in candidates {
+            let mut validation = Validation::new(*alg);
+            validation.leeway = inner.leeway_secs;
+            validation.validate_nbf = true;
+            validation.set_issuer(&[&inner.issuer]);
+            validation.set_required_spec_claims(&["exp", "iss"]);
+            match &inner.audience {
+                Some(aud) => validation.set_audience(&[aud]),
+                None => validation.validate_aud = false,
+            }
+            match jsonwebtoken::decode::<Claims>(token, key, &validation) {
+                Ok(data) => return self.caller(data.claims),
+                Err(e) => {
+                    use jsonwebtoken::errors::ErrorKind as K;
+                    last = match e.kind() {
+                        K::InvalidSignature => last,
+                        K::ExpiredSignature => unauthenticated("TOKEN_EXPIRED", "the token has expired; get a new one"),
+                        K::ImmatureSignature => {
+                            unauthenticated("TOKEN_NOT_YET_VALID", "the token is not valid yet (nbf); check the clocks")
+                        }
+                        K::InvalidIssuer => unauthenticated(
+                            "TOKEN_WRONG_ISSUER",
+                            "the token comes from an issuer this gateway does not trust",
+                        ),
+                        K::InvalidAudience => {
+                            unauthenticated("TOKEN_WRONG_AUDIENCE", "the token is meant for another audience")
+                        }
+                        _ => unauthenticated("TOKEN_INVALID", "the token's claims are missing or malformed"),
+                    };
+                    if !matches!(e.kind(), K::InvalidSignature) {
+                        return Err(last);
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn caller(&self, claims: Claims) -> Result<Caller, Error> {
+        let org = organisation(&claims.consumer, "consumer")?;
+        let vendor = claims.supplier.as_ref().map(|s| organisation(s, "supplier")).transpose()?;
+        let entry = self.0.clients.get(&org).ok_or_else(|| Error::PermissionDenied {
+            reason: "ORGANISATION_UNKNOWN",
+            message: "the token's organisation is not a client of this gateway; ask its operators to register it"
+                .into(),
+        })?;
+        Ok(Caller {
+            organisation: org,
+            vendor,
+            role: entry.role,
+            kommuner: entry.kommuner.clone(),
+            scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
+        })
+    }
+}
+
+/// Authenticates every request of the service it wraps and puts the
+/// [`Caller`] in the request's extensions.
+#[derive(Clone)]
+pub struct Authenticate(pub Authenticator);
+
+impl Interceptor for Authenticate {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        match self.0.authenticate(header) {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                Ok(request)
+            }
+            Err(e) => {
+                tracing::info!(reason = e.reason(), "request refused: not authenticated");
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Dev mode: a local ES256 signing key, its JWKS, the dev organisations and
+/// ready tokens for them.
+pub mod dev {
+    use super::*;
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use ring::{
+        rand::SystemRandom,
+        signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair},
+    };
+
+    /// The issuer of dev tokens; `serve` refuses it.
+    pub const ISSUER: &str = "hurtigspor-dev";
+    pub const AUDIENCE: &str = "hurtigspor";
+    const KID: &str = "hurtigspor-dev-1";
+
+    /// One dev organisation: (token key, organisation, vendor, role,
+    /// kommuner, scopes).
+    pub type DevOrganisation = (&'static str, &'static str, Option<&'static str>, Role, Vec<String>, Vec<Scope>);
+
+    /// The dev organisations, with synthetic organisation numbers (mod 11
+    /// valid).
+    pub fn organisations() -> Vec<DevOrganisation> {
+        use Scope::*;
+        vec![
+            (
+                "kommune_0301",
+                "900000014",
+                Some("900000103"),
+                Role::Kommune,
+                vec!["0301".into()],
+                vec![ParticipantsRead, ParticipantsWrite, ReportsRead],
+            ),
+            (
+                "kommune_4601",
+                "900000022",
+                Some("900000103"),
+                Role::Kommune,
+                vec!["4601".into()],
+                vec![ParticipantsRead, ParticipantsWrite, ReportsRead],
+            ),
+            ("nav", "900000030", None, Role::Nav, vec![], vec![ParticipantsRead, ParticipantsWrite, ReportsRead]),
+            ("admin", "900000049", None, Role::Admin, vec![], Scope::ALL.to_vec()),
+        ]
+    }
+
+    /// The dev signing key under `data_dir/secrets`, made on first use.
+    pub fn signing_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+        let path = data_dir.join("secrets").join("dev-signing-key.p8");
+        if let Ok(existing) = std::fs::read(&path) {
+            return Ok(existing);
+        }
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .map_err(|_| anyhow::anyhow!("cannot generate a dev signing key"))?;
+        std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+        crate::keys::write_private_bytes(&path, pkcs8.as_ref())?;
+        Ok(pkcs8.as_ref().to_vec())
+    }
+
+    /// The JWKS that verifies the dev key.
+    pub fn jwks(pkcs8: &[u8]) -> anyhow::Result<JwkSet> {
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &SystemRandom::new())
+            .map_err(|_| anyhow::anyhow!("the dev signing key is unreadable; delete it to make a new one"))?;
+        let point = pair.public_key().as_ref();
+        let (x, y) = (URL_SAFE_NO_PAD.encode(&point[1..33]), URL_SAFE_NO_PAD.encode(&point[33..65]));
+        Ok(serde_json::from_value(serde_json::json!({
+            "keys": [{ "kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": KID, "alg": "ES256", "use": "sig" }]
+        }))?)
+    }
+
+    /// The dev auth configuration: issuer, audience and client registry.
+    pub fn config() -> AuthConfig {
+        AuthConfig {
+            issuer: ISSUER.into(),
+            audience: Some(AUDIENCE.into()),
+            jwks_file: None,
+            leeway_secs: 30,
+            clients: organisations()
+                .into_iter()
+                .map(|(key, org, _, role, kommuner, _)| ClientEntry {
+                    organisation: org.into(),
+                    role,
+                    kommuner,
+                    name: format!("dev {key}"),
+                })
+                .collect(),
+        }
+    }
+
+    /// Signs `claims` with the dev key.
+    pub fn sign(pkcs8: &[u8], claims: &Claims) -> anyhow::Result<String> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(KID.into());
+        Ok(jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(pkcs8))?)
+    }
+
+    /// Ready tokens for every dev organisation, valid for `hours`.
+    pub fn tokens(pkcs8: &[u8], hours: i64) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+        let now = chrono::Utc::now().timestamp();
+        let mut out = serde_json::Map::new();
+        for (key, org, vendor, _, _, scopes) in organisations() {
+            let claims = Claims {
+                iss: ISSUER.into(),
+                aud: Some(AUDIENCE.into()),
+                exp: now + hours * 3600,
+                nbf: Some(now - 60),
+                iat: now,
+                scope: scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
+                consumer: OrgClaim { authority: "iso6523-actorid-upis".into(), id: format!("0192:{org}") },
+                supplier: vendor
+                    .map(|v| OrgClaim { authority: "iso6523-actorid-upis".into(), id: format!("0192:{v}") }),
+                jti: format!("dev-{key}-{now}"),
+            };
+            out.insert(key.into(), serde_json::Value::String(sign(pkcs8, &claims)?));
+        }
+        Ok(out)
+    }
+}
+
+/// Client side: adds `authorization: Bearer <token>` to every request.
+#[derive(Clone)]
+pub struct BearerToken(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl BearerToken {
+    pub fn new(token: &str) -> anyhow::Result<Self> {
+        Ok(Self(format!("Bearer {}", token.trim()).parse().map_err(|_| anyhow::anyhow!("the token is not ASCII"))?))
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        key: Vec<u8>,
+        auth: Authenticator,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dev::signing_key(dir.path()).unwrap();
+        let auth = Authenticator::new(&dev::config(), &dev::jwks(&key).unwrap()).unwrap();
+        Fixture { key, auth }
+    }
+
+    fn claims(org: &str, scope: &str) -> Claims {
+        let now = chrono::Utc::now().timestamp();
+        Claims {
+            iss: dev::ISSUER.into(),
+            aud: Some(dev::AUDIENCE.into()),
+            exp: now + 600,
+            nbf: Some(now - 10),
+            iat: now,
+            scope: scope.into(),
+            consumer: OrgClaim { authority: String::new(), id: format!("0192:{org}") },
+            supplier: Some(OrgClaim { authority: String::new(), id: "0192:900000103".into() }),
+            jti: "t".into(),
+        }
+    }
+
+    fn check(f: &Fixture, c: &Claims) -> Result<Caller, Error> {
+        f.auth.authenticate(Some(&format!("Bearer {}", dev::sign(&f.key, c).unwrap())))
+    }
+
+    fn reason(r: Result<Caller, Error>) -> &'static str {
+        r.unwrap_err().reason()
+    }
+
+    #[test]
+    fn a_valid_token_names_the_organisation_its_vendor_role_and_scopes() {
+        let f = fixture();
+        let caller = check(&f, &claims("900000014", "hurtigspor:participants.read")).unwrap();
+        assert_eq!(caller.organisation, "900000014");
+        assert_eq!(caller.vendor.as_deref(), Some("900000103"));
+        assert_eq!((caller.role, caller.kommuner.as_slice()), (Role::Kommune, ["0301".to_owned()].as_slice()));
+        assert!(caller.require(Scope::ParticipantsRead).is_ok());
+        assert_eq!(caller.require(Scope::ParticipantsWrite).unwrap_err().reason(), "SCOPE_MISSING");
+        assert_eq!(caller.actor(), "0192:900000014 via 0192:900000103");
+    }
+
+    #[test]
+    fn every_kind_of_bad_token_is_refused_with_its_reason() {
+        let f = fixture();
+        let good = claims("900000049", "hurtigspor:sync.admin");
+        assert_eq!(reason(f.auth.authenticate(None)), "TOKEN_MISSING");
+        assert_eq!(reason(f.auth.authenticate(Some("Basic dXNlcjpwdw=="))), "TOKEN_MALFORMED");
+        assert_eq!(reason(f.auth.authenticate(Some("Bearer not-a-jwt"))), "TOKEN_MALFORMED");
+        let other = fixture();
+        let foreign = format!("Bearer {}", dev::sign(&other.key, &good).unwrap());
+        assert_eq!(reason(f.auth.authenticate(Some(&foreign))), "TOKEN_SIGNATURE_INVALID");
+        let now = chrono::Utc::now().timestamp();
+        let expired = Claims { exp: now - 120, ..good.clone() };
+        assert_eq!(reason(check(&f, &expired)), "TOKEN_EXPIRED");
+        let early = Claims { nbf: Some(now + 600), ..good.clone() };
+        assert_eq!(reason(check(&f, &early)), "TOKEN_NOT_YET_VALID");
+        let within_leeway = Claims { exp: now - 5, ..good.clone() };
+        assert!(check(&f, &within_leeway).is_ok(), "a little clock skew is allowed");
+        let issuer = Claims { iss: "https://evil.example/".into(), ..good.clone() };
+        assert_eq!(reason(check(&f, &issuer)), "TOKEN_WRONG_ISSUER");
+        let audience = Claims { aud: Some("someone-else".into()), ..good.clone() };
+        assert_eq!(reason(check(&f, &audience)), "TOKEN_WRONG_AUDIENCE");
+        assert_eq!(reason(check(&f, &claims("974760673", "hurtigspor:sync.admin"))), "ORGANISATION_UNKNOWN");
+        assert_eq!(reason(check(&f, &claims("900000015", "hurtigspor:sync.admin"))), "TOKEN_INVALID", "mod 11");
+        let mut tampered = dev::sign(&f.key, &good).unwrap();
+        tampered.insert(tampered.len() / 2, 'A');
+        assert!(f.auth.authenticate(Some(&format!("Bearer {tampered}"))).is_err());
+    }
+
+    #[test]
+    fn refusals_never_echo_the_token() {
+        let f = fixture();
+        let token = dev::sign(&f.key, &Claims { iss: "x".into(), ..claims("900000049", "") }).unwrap();
+        let status: Status = f.auth.authenticate(Some(&format!("Bearer {token}"))).unwrap_err().into();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert!(!status.message().contains(&token[..20]), "{status:?}");
+    }
+
+    #[test]
+    fn dev_tokens_cover_the_four_dev_organisations() {
+        let f = fixture();
+        let tokens = dev::tokens(&f.key, 1).unwrap();
+        let names: Vec<_> = tokens.keys().cloned().collect();
+        assert_eq!(names, ["admin", "kommune_0301", "kommune_4601", "nav"]);
+        let bergen =
+            f.auth.authenticate(Some(&format!("Bearer {}", tokens["kommune_4601"].as_str().unwrap()))).unwrap();
+        assert_eq!(bergen.kommuner, ["4601"]);
+        let admin = f.auth.authenticate(Some(&format!("Bearer {}", tokens["admin"].as_str().unwrap()))).unwrap();
+        assert!(Scope::ALL.iter().all(|s| admin.require(*s).is_ok()));
+    }
+}
