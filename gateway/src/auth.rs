@@ -434,17 +434,26 @@ pub mod dev {
 
 /// Client side: adds `authorization: Bearer <token>` to every request.
 #[derive(Clone)]
-pub struct BearerToken(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl BearerToken {
     pub fn new(token: &str) -> anyhow::Result<Self> {
-        Ok(Self(format!("Bearer {}", token.trim()).parse().map_err(|_| anyhow::anyhow!("the token is not ASCII"))?))
+        let value =
+            format!("Bearer {}", token.trim()).parse().map_err(|_| anyhow::anyhow!("the token is not ASCII"))?;
+        Ok(Self(Some(value)))
+    }
+
+    /// Sends no credentials (for health checks, or to see a refusal).
+    pub fn none() -> Self {
+        Self(None)
     }
 }
 
 impl Interceptor for BearerToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
         Ok(request)
     }
 }

@@ -1,0 +1,200 @@
+//! Who may call: every method over the real gRPC port, with every kind of
+//! bad credential, and the allowed case.
+
+use crate::helpers::*;
+use hurtigspor_gateway::auth::{BearerToken, Claims, OrgClaim, dev};
+use hurtigspor_proto::v1::{
+    CreateParticipantRequest, EndMeasureRequest, EndProgrammeRequest, GetParticipantRequest, GetSyncStatusRequest,
+    ListFailedDeliveriesRequest, ListInboundChangesRequest, ListParticipantsRequest, LookupParticipantRequest,
+    OpenRecognitionCaseRequest, RecordCompetenceMappingRequest, RecordMeasureRequest, ReingestInboundChangesRequest,
+    RetryDeliveriesRequest, TransitionHurtigsporRequest, UpdateIndividualPlanRequest, UpdateParticipantRequest,
+    WatchChangesRequest, participant_service_client::ParticipantServiceClient, sync_service_client::SyncServiceClient,
+};
+use std::path::Path;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+/// Claims like a dev admin token's, to be spoiled one way at a time.
+fn claims(org: &str, scopes: &[&str]) -> Claims {
+    let now = chrono::Utc::now().timestamp();
+    Claims {
+        iss: dev::ISSUER.into(),
+        aud: Some(dev::AUDIENCE.into()),
+        exp: now + 600,
+        nbf: Some(now - 60),
+        iat: now,
+        scope: scopes.join(" "),
+        consumer: OrgClaim { authority: String::new(), id: format!("0192:{org}") },
+        supplier: None,
+        jti: "matrix".into(),
+    }
+}
+
+fn signed(data_dir: &Path, claims: &Claims) -> String {
+    dev::sign(&dev::signing_key(data_dir).unwrap(), claims).unwrap()
+}
+
+const ADMIN: &str = "900000049";
+
+/// Calls every method once as `token` (none for `None`) and returns each
+/// method's name with its result.
+async fn call_every_method(app: &TestApp, token: Option<&str>, name: &str) -> Vec<(&'static str, Result<(), Status>)> {
+    let ch = match token {
+        Some(t) => channel(app.addr, t).await,
+        None => {
+            let plain = tonic::transport::Channel::from_shared(format!("http://{}", app.addr)).unwrap();
+            tonic::service::interceptor::InterceptedService::new(plain.connect().await.unwrap(), BearerToken::none())
+        }
+    };
+    let mut p = ParticipantServiceClient::new(ch.clone());
+    let mut s = SyncServiceClient::new(ch);
+    let n = || name.to_owned();
+    fn unit<T>(r: Result<tonic::Response<T>, Status>) -> Result<(), Status> {
+        r.map(|_| ())
+    }
+    vec![
+        ("CreateParticipant", unit(p.create_participant(CreateParticipantRequest::default()).await)),
+        ("GetParticipant", unit(p.get_participant(GetParticipantRequest { name: n() }).await)),
+        ("ListParticipants", unit(p.list_participants(ListParticipantsRequest::default()).await)),
+        ("UpdateParticipant", unit(p.update_participant(UpdateParticipantRequest::default()).await)),
+        ("LookupParticipant", unit(p.lookup_participant(LookupParticipantRequest::default()).await)),
+        (
+            "TransitionHurtigspor",
+            unit(p.transition_hurtigspor(TransitionHurtigsporRequest { name: n(), ..Default::default() }).await),
+        ),
+        ("EndProgramme", unit(p.end_programme(EndProgrammeRequest { name: n(), ..Default::default() }).await)),
+        ("RecordMeasure", unit(p.record_measure(RecordMeasureRequest { name: n(), ..Default::default() }).await)),
+        ("EndMeasure", unit(p.end_measure(EndMeasureRequest { name: n(), ..Default::default() }).await)),
+        (
+            "OpenRecognitionCase",
+            unit(p.open_recognition_case(OpenRecognitionCaseRequest { name: n(), ..Default::default() }).await),
+        ),
+        (
+            "RecordCompetenceMapping",
+            unit(p.record_competence_mapping(RecordCompetenceMappingRequest { name: n(), ..Default::default() }).await),
+        ),
+        (
+            "UpdateIndividualPlan",
+            unit(p.update_individual_plan(UpdateIndividualPlanRequest { name: n(), ..Default::default() }).await),
+        ),
+        ("GetSyncStatus", unit(s.get_sync_status(GetSyncStatusRequest { name: n() }).await)),
+        ("ListFailedDeliveries", unit(s.list_failed_deliveries(ListFailedDeliveriesRequest::default()).await)),
+        ("RetryDeliveries", unit(s.retry_deliveries(RetryDeliveriesRequest { name: n() }).await)),
+        ("WatchChanges", unit(s.watch_changes(WatchChangesRequest::default()).await)),
+        ("ListInboundChanges", unit(s.list_inbound_changes(ListInboundChangesRequest::default()).await)),
+        ("ReingestInboundChanges", unit(s.reingest_inbound_changes(ReingestInboundChangesRequest::default()).await)),
+    ]
+}
+
+#[tokio::test]
+async fn every_method_refuses_every_kind_of_bad_credential_and_changes_nothing() {
+    let app = spawn_app().await;
+    let p = app.create(minimal_participant()).await;
+    let dir = app.dir.path();
+    let now = chrono::Utc::now().timestamp();
+    let all = ALL_SCOPES;
+    let other_key = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Option<String>, Code, &str)> = vec![
+        ("no token", None, Code::Unauthenticated, "TOKEN_MISSING"),
+        ("malformed", Some("not.a.jwt".into()), Code::Unauthenticated, "TOKEN_MALFORMED"),
+        (
+            "wrong signature",
+            Some(signed(other_key.path(), &claims(ADMIN, &all))),
+            Code::Unauthenticated,
+            "TOKEN_SIGNATURE_INVALID",
+        ),
+        (
+            "expired",
+            Some(signed(dir, &Claims { exp: now - 3600, ..claims(ADMIN, &all) })),
+            Code::Unauthenticated,
+            "TOKEN_EXPIRED",
+        ),
+        (
+            "not yet valid",
+            Some(signed(dir, &Claims { nbf: Some(now + 3600), ..claims(ADMIN, &all) })),
+            Code::Unauthenticated,
+            "TOKEN_NOT_YET_VALID",
+        ),
+        (
+            "wrong issuer",
+            Some(signed(dir, &Claims { iss: "https://maskinporten.example/".into(), ..claims(ADMIN, &all) })),
+            Code::Unauthenticated,
+            "TOKEN_WRONG_ISSUER",
+        ),
+        (
+            "wrong audience",
+            Some(signed(dir, &Claims { aud: Some("another-api".into()), ..claims(ADMIN, &all) })),
+            Code::Unauthenticated,
+            "TOKEN_WRONG_AUDIENCE",
+        ),
+        ("missing scope", Some(signed(dir, &claims(ADMIN, &[]))), Code::PermissionDenied, "SCOPE_MISSING"),
+        (
+            "unknown organisation",
+            Some(signed(dir, &claims("974760673", &all))),
+            Code::PermissionDenied,
+            "ORGANISATION_UNKNOWN",
+        ),
+    ];
+    let before = app.get(&p.name).await;
+    for (case, token, code, reason) in &cases {
+        for (method, result) in call_every_method(&app, token.as_deref(), &p.name).await {
+            let status = result.expect_err(&format!("{case}: {method} must be refused"));
+            assert_eq!(status.code(), *code, "{case}: {method}: {status:?}");
+            let info = status.get_details_error_info().expect("ErrorInfo");
+            assert_eq!(info.reason, *reason, "{case}: {method}");
+            if let Some(t) = token {
+                assert!(!status.message().contains(t.as_str()), "{case}: {method} echoed the token");
+            }
+        }
+    }
+    assert_eq!(app.get(&p.name).await, before, "no refused request changed anything");
+    let listed = app.client.clone().list_participants(ListParticipantsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.participants.len(), 1, "and nothing was created");
+
+    // The allowed case: no method is refused for who is calling.
+    for (method, result) in call_every_method(&app, Some(&app.token), &p.name).await {
+        if let Err(status) = result {
+            assert!(
+                !matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied),
+                "{method} refused an administrator: {status:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn scopes_decide_what_a_valid_token_may_do() {
+    let app = spawn_app().await;
+    let p = app.create(minimal_participant()).await;
+    let dir = app.dir.path();
+    let read_only = signed(dir, &claims(ADMIN, &["hurtigspor:participants.read"]));
+    let results = call_every_method(&app, Some(&read_only), &p.name).await;
+    let reads = ["GetParticipant", "ListParticipants", "LookupParticipant", "GetSyncStatus", "WatchChanges"];
+    for (method, result) in results {
+        let denied = matches!(&result, Err(s) if s.code() == Code::PermissionDenied);
+        assert_eq!(denied, !reads.contains(&method), "{method}: {result:?}");
+    }
+    // Health needs no token at all.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", app.addr)).unwrap().connect().await.unwrap(),
+    );
+    health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+}
+
+#[tokio::test]
+async fn dev_tokens_are_written_for_scripts() {
+    let app = spawn_app().await;
+    let text = std::fs::read_to_string(app.dir.path().join("dev-tokens.json")).unwrap();
+    let tokens: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for who in ["kommune_0301", "kommune_4601", "nav", "admin"] {
+        let token = tokens[who].as_str().unwrap_or_else(|| panic!("no {who} token"));
+        let mut c = connect(app.addr, token).await;
+        c.list_participants(ListParticipantsRequest::default()).await.unwrap_or_else(|s| panic!("{who}: {s:?}"));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(app.dir.path().join("dev-tokens.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "only the owner may read the tokens");
+    }
+}
