@@ -81,6 +81,12 @@ impl Caller {
         }
     }
 
+    /// Whether the caller may see participants of `kommunenummer`: a kommune
+    /// its own only, NAV and administrators all.
+    pub fn sees(&self, kommunenummer: &str) -> bool {
+        self.role != Role::Kommune || self.kommuner.iter().any(|k| k == kommunenummer)
+    }
+
     /// The caller, if the token grants `scope`.
     pub fn require(&self, scope: Scope) -> Result<&Self, Error> {
         if self.scopes.iter().any(|s| s == scope.as_str()) {
@@ -103,6 +109,21 @@ pub fn caller<T>(request: &Request<T>, scope: Scope) -> Result<Caller, Status> {
         })
     })?;
     Ok(caller.require(scope)?.clone())
+}
+
+/// The caller of a method that changes a participant: the write scope, and
+/// for NAV only the methods NAV owns (`nav_allowed`): moving the hurtigspor
+/// status and the measures, not the kommune's fields.
+pub fn writer<T>(request: &Request<T>, nav_allowed: bool) -> Result<Caller, Status> {
+    let who = caller(request, Scope::ParticipantsWrite)?;
+    if who.role == Role::Nav && !nav_allowed {
+        return Err(Error::PermissionDenied {
+            reason: "ROLE_NOT_ALLOWED",
+            message: "NAV may move the hurtigspor status and record or end measures; the kommune owns the rest".into(),
+        }
+        .into());
+    }
+    Ok(who)
 }
 
 /// An organisation the gateway knows.

@@ -198,3 +198,113 @@ async fn dev_tokens_are_written_for_scripts() {
         assert_eq!(mode & 0o077, 0, "only the owner may read the tokens");
     }
 }
+
+fn dev_token(app: &TestApp, who: &str) -> String {
+    let text = std::fs::read_to_string(app.dir.path().join("dev-tokens.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()[who].as_str().unwrap().to_owned()
+}
+
+/// Each kommune sees, lists, looks up, streams and changes only its own
+/// participants; another kommune's is NOT_FOUND, so its existence does not
+/// leak. NAV sees all, and changes only what NAV owns.
+#[tokio::test]
+async fn a_kommune_sees_and_changes_only_its_own_participants() {
+    let app = spawn_app().await;
+    let (oslo_token, bergen_token, nav_token) =
+        (dev_token(&app, "kommune_0301"), dev_token(&app, "kommune_4601"), dev_token(&app, "nav"));
+    let mut oslo = connect(app.addr, &oslo_token).await;
+    let mut bergen = connect(app.addr, &bergen_token).await;
+    let mut nav = connect(app.addr, &nav_token).await;
+    let a = oslo.create_participant(create_request(minimal_participant())).await.unwrap().into_inner();
+    let mut input = minimal_participant();
+    input.kommunenummer = "4601".into();
+    let b = bergen.create_participant(create_request(input)).await.unwrap().into_inner();
+
+    // Oslo's participant does not exist for Bergen.
+    expect_error(
+        bergen.get_participant(GetParticipantRequest { name: a.name.clone() }).await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    expect_error(
+        bergen.lookup_participant(LookupParticipantRequest { national_id: a.national_id.clone() }).await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    let names = |r: hurtigspor_proto::v1::ListParticipantsResponse| -> Vec<String> {
+        r.participants.into_iter().map(|p| p.name).collect()
+    };
+    let all = bergen.list_participants(ListParticipantsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(names(all), vec![b.name.clone()]);
+    let asked = ListParticipantsRequest { kommunenummer: "0301".into(), ..Default::default() };
+    assert!(names(bergen.list_participants(asked).await.unwrap().into_inner()).is_empty());
+    let update = UpdateParticipantRequest {
+        participant: Some(hurtigspor_proto::v1::Participant {
+            name: a.name.clone(),
+            given_name: fresh_given_name(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["given_name".into()] }),
+    };
+    expect_error(bergen.update_participant(update.clone()).await, Code::NotFound, "NOT_FOUND");
+    let status = SyncServiceClient::new(channel(app.addr, &bergen_token).await)
+        .get_sync_status(GetSyncStatusRequest { name: a.name.clone() })
+        .await;
+    expect_error(status, Code::NotFound, "NOT_FOUND");
+    assert_eq!(app.get(&a.name).await, a, "Bergen changed nothing of Oslo's");
+
+    // A kommune registers in its own kommune only, and learns of a person
+    // registered elsewhere without learning where.
+    let mut elsewhere = minimal_participant();
+    elsewhere.kommunenummer = "4601".into();
+    expect_error(oslo.create_participant(create_request(elsewhere)).await, Code::PermissionDenied, "KOMMUNE_NOT_YOURS");
+    let mut again = minimal_participant();
+    again.national_id = a.national_id.clone();
+    again.kommunenummer = "4601".into();
+    let exists = expect_error(
+        bergen.create_participant(create_request(again)).await,
+        Code::AlreadyExists,
+        "PARTICIPANT_ALREADY_EXISTS",
+    );
+    let id = a.name.trim_start_matches("participants/");
+    assert!(!format!("{exists:?}").contains(id), "the other kommune's participant is not named: {exists:?}");
+
+    // Bergen's stream carries Bergen's changes only.
+    let mut stream = SyncServiceClient::new(channel(app.addr, &bergen_token).await)
+        .watch_changes(WatchChangesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.name, b.name);
+    bergen
+        .update_participant(UpdateParticipantRequest {
+            participant: Some(hurtigspor_proto::v1::Participant {
+                name: b.name.clone(),
+                nav_office: "1201".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["nav_office".into()] }),
+        })
+        .await
+        .unwrap();
+    let second = stream.message().await.unwrap().unwrap();
+    assert_eq!((second.name.as_str(), second.version), (b.name.as_str(), 2), "Oslo's changes were skipped");
+
+    // NAV sees every kommune's participants, and may not rewrite kommune-owned fields.
+    nav.get_participant(GetParticipantRequest { name: a.name.clone() }).await.unwrap();
+    expect_error(nav.update_participant(update).await, Code::PermissionDenied, "ROLE_NOT_ALLOWED");
+    expect_error(
+        nav.create_participant(create_request(minimal_participant())).await,
+        Code::PermissionDenied,
+        "ROLE_NOT_ALLOWED",
+    );
+    let moved = nav
+        .transition_hurtigspor(TransitionHurtigsporRequest {
+            name: a.name.clone(),
+            status: hurtigspor_proto::v1::HurtigsporStatus::Rejected as i32,
+            ..Default::default()
+        })
+        .await;
+    assert!(!matches!(&moved, Err(s) if s.code() == Code::PermissionDenied), "NAV may move the status: {moved:?}");
+}

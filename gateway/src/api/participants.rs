@@ -2,7 +2,7 @@
 
 use super::{check_request_id, new_participant_id, pagination, parse_name};
 use crate::{
-    auth::{Scope, caller},
+    auth::{Caller, Role, Scope, caller, writer},
     config::Limits,
     domain::{
         kommune::Kommunenummer,
@@ -81,6 +81,23 @@ impl ParticipantApi {
         }))
     }
 
+    /// A kommune learns that the person is registered, but not where: the
+    /// resource name of another kommune's participant is not given.
+    async fn already_exists(&self, existing: String, who: &Caller) -> Error {
+        let id = existing.trim_start_matches("participants/");
+        let visible = match self.store.get(id).await {
+            Ok(Some(p)) => who.sees(&p.kommunenummer),
+            _ => false,
+        };
+        if visible {
+            Error::AlreadyExists { existing }
+        } else {
+            Error::AlreadyExists {
+                existing: "a participant of another kommune (ask that kommune to transfer it)".into(),
+            }
+        }
+    }
+
     /// What every response carries: derived status and warnings.
     fn present(&self, mut p: Participant) -> Participant {
         rules::present(&mut p, &self.rules.programme, self.today());
@@ -90,7 +107,7 @@ impl ParticipantApi {
     #[allow(clippy::too_many_arguments)]
     async fn mutate(
         &self,
-        actor: String,
+        who: Caller,
         name: &str,
         etag: &str,
         idempotency: Option<IdempotencyKey>,
@@ -98,6 +115,7 @@ impl ParticipantApi {
         apply: impl FnOnce(&mut Participant) -> Result<(), Error> + Send + 'static,
     ) -> Result<Response<Participant>, Status> {
         let id = parse_name(name, "name")?;
+        let actor = who.actor();
         let committed = self
             .store
             .mutate(Mutation {
@@ -107,7 +125,14 @@ impl ParticipantApi {
                 kind: ChangeKind(kind),
                 origin: Origin::Api,
                 actor,
-                apply: Box::new(apply),
+                // Another kommune's participant is not found: its existence
+                // does not leak.
+                apply: Box::new(move |p| {
+                    if !who.sees(&p.kommunenummer) {
+                        return Err(Error::not_found(p.name.clone()));
+                    }
+                    apply(p)
+                }),
             })
             .await?;
         tracing::info!(participant = %id, version = committed.version, replayed = committed.replayed, change = kind, "participant changed");
@@ -125,11 +150,19 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<CreateParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
+        let who = writer(&request, false)?;
         let req = request.into_inner();
         let input = required(req.participant.as_ref(), "participant", "the participant to register")?;
         let idempotency = self.idempotency("CreateParticipant", &req.request_id, &req)?;
         let valid = rules::validate_new(input, &self.rules, self.today())?;
+        if !who.sees(&valid.record.kommunenummer) {
+            return Err(Error::PermissionDenied {
+                reason: "KOMMUNE_NOT_YOURS",
+                message: "a kommune registers participants of its own kommune(s) only; check participant.kommunenummer"
+                    .into(),
+            }
+            .into());
+        }
         let id = new_participant_id();
         let committed = self
             .store
@@ -140,17 +173,26 @@ impl ParticipantService for ParticipantApi {
                 record: valid.record,
                 idempotency,
                 origin: Origin::Api,
-                actor,
+                actor: who.actor(),
             })
-            .await?;
+            .await;
+        let committed = match committed {
+            Err(Error::AlreadyExists { existing }) => return Err(self.already_exists(existing, &who).await.into()),
+            other => other?,
+        };
         tracing::info!(participant = %committed.participant.name, replayed = committed.replayed, "participant created");
         Ok(Response::new(self.present(committed.participant)))
     }
 
     async fn get_participant(&self, request: Request<GetParticipantRequest>) -> Result<Response<Participant>, Status> {
-        caller(&request, Scope::ParticipantsRead)?;
+        let who = caller(&request, Scope::ParticipantsRead)?;
         let id = parse_name(&request.get_ref().name, "name")?;
-        let p = self.store.get(&id).await?.ok_or_else(|| Error::not_found(crate::store::resource_name(&id)))?;
+        let p = self
+            .store
+            .get(&id)
+            .await?
+            .filter(|p| who.sees(&p.kommunenummer))
+            .ok_or_else(|| Error::not_found(crate::store::resource_name(&id)))?;
         tracing::info!(participant = %id, "participant read");
         Ok(Response::new(self.present(p)))
     }
@@ -159,7 +201,7 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<ListParticipantsRequest>,
     ) -> Result<Response<ListParticipantsResponse>, Status> {
-        caller(&request, Scope::ParticipantsRead)?;
+        let who = caller(&request, Scope::ParticipantsRead)?;
         let req = request.into_inner();
         let mut v = crate::error::Violations::new();
         if req.page_size < 0 {
@@ -186,7 +228,8 @@ impl ParticipantService for ParticipantApi {
         };
         v.check()?;
         let status_text = status.map(|s| s.to_string()).unwrap_or_default();
-        let filter = pagination::filter_digest(&[kommune.as_deref().unwrap_or(""), &status_text]);
+        // A page token is good only for the caller it was given to.
+        let filter = pagination::filter_digest(&[kommune.as_deref().unwrap_or(""), &status_text, &who.organisation]);
         let after = if req.page_token.is_empty() {
             None
         } else {
@@ -196,8 +239,13 @@ impl ParticipantService for ParticipantApi {
             0 => self.limits.default_page_size,
             n => (n as u32).min(self.limits.max_page_size),
         } as usize;
-        let page =
-            self.store.list(ListQuery { kommunenummer: kommune, hurtigspor_status: status, after, limit }).await?;
+        // A kommune lists its own kommuner only, whatever it asks for.
+        let kommuner = match (who.role, kommune) {
+            (Role::Kommune, Some(k)) => Some(who.kommuner.iter().filter(|o| **o == k).cloned().collect()),
+            (Role::Kommune, None) => Some(who.kommuner.clone()),
+            (_, k) => k.map(|k| vec![k]),
+        };
+        let page = self.store.list(ListQuery { kommuner, hurtigspor_status: status, after, limit }).await?;
         let next_page_token = match (page.more, page.last_position) {
             (true, Some(last)) => pagination::encode(&self.keys, last, filter),
             _ => String::new(),
@@ -213,7 +261,7 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<UpdateParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
+        let who = writer(&request, false)?;
         let req = request.into_inner();
         let input =
             required(req.participant.as_ref(), "participant", "the participant with its name and the new values")?
@@ -222,7 +270,7 @@ impl ParticipantService for ParticipantApi {
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         let (rules, today) = (self.rules.clone(), self.today());
         let (name, etag) = (input.name.clone(), input.etag.clone());
-        self.mutate(actor, &name, &etag, None, "participant.updated", move |p| {
+        self.mutate(who, &name, &etag, None, "participant.updated", move |p| {
             rules::apply_update(p, &input, &paths, &rules, today)
         })
         .await
@@ -232,12 +280,13 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<LookupParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
-        caller(&request, Scope::ParticipantsRead)?;
+        let who = caller(&request, Scope::ParticipantsRead)?;
         let id = rules::parse_national_id(&request.get_ref().national_id, "national_id", &self.rules, self.today())?;
         let p = self
             .store
             .get_by_national_id_hash(&self.keys.national_id_hash(&id))
             .await?
+            .filter(|p| who.sees(&p.kommunenummer))
             .ok_or_else(|| Error::not_found("participant with this national id"))?;
         tracing::info!(participant = %p.name, "participant looked up");
         Ok(Response::new(self.present(p)))
@@ -247,7 +296,7 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<TransitionHurtigsporRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
+        let who = writer(&request, true)?;
         let req = request.into_inner();
         let idempotency = self.idempotency("TransitionHurtigspor", &req.request_id, &req)?;
         parse_name(&req.name, "name")?;
@@ -259,32 +308,30 @@ impl ParticipantService for ParticipantApi {
             self.today(),
         )?;
         let now = self.now_timestamp();
-        self.mutate(actor, &req.name, &req.etag, idempotency, "hurtigspor.transitioned", move |p| {
+        self.mutate(who, &req.name, &req.etag, idempotency, "hurtigspor.transitioned", move |p| {
             rules::transition(p, &input, now)
         })
         .await
     }
 
     async fn end_programme(&self, request: Request<EndProgrammeRequest>) -> Result<Response<Participant>, Status> {
-        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
+        let who = writer(&request, false)?;
         let req = request.into_inner();
         let idempotency = self.idempotency("EndProgramme", &req.request_id, &req)?;
         parse_name(&req.name, "name")?;
         let input = rules::validate_end_input(req.end_date.as_ref(), req.end_reason, req.main_activity)?;
-        self.mutate(actor, &req.name, &req.etag, idempotency, "programme.ended", move |p| {
-            rules::end_programme(p, &input)
-        })
-        .await
+        self.mutate(who, &req.name, &req.etag, idempotency, "programme.ended", move |p| rules::end_programme(p, &input))
+            .await
     }
 
     async fn record_measure(&self, request: Request<RecordMeasureRequest>) -> Result<Response<Participant>, Status> {
-        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
+        let who = writer(&request, true)?;
         let req = request.into_inner();
         let idempotency = self.idempotency("RecordMeasure", &req.request_id, &req)?;
         parse_name(&req.name, "name")?;
         let input = required(req.measure.as_ref(), "measure", "the measure to record")?;
         let measure = rules::new_measure(input, self.today())?;
-        self.mutate(actor, &req.name, &req.etag, idempotency, "measure.recorded", move |p| {
+        self.mutate(who, &req.name, &req.etag, idempotency, "measure.recorded", move |p| {
             p.measures.push(measure);
             Ok(())
         })
@@ -292,24 +339,24 @@ impl ParticipantService for ParticipantApi {
     }
 
     async fn end_measure(&self, request: Request<EndMeasureRequest>) -> Result<Response<Participant>, Status> {
-        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
+        let who = writer(&request, true)?;
         let req = request.into_inner();
         parse_name(&req.name, "name")?;
         let input = rules::validate_end_measure(&req.measure_id, req.status, req.end_date.as_ref())?;
-        self.mutate(actor, &req.name, &req.etag, None, "measure.ended", move |p| rules::end_measure(p, &input)).await
+        self.mutate(who, &req.name, &req.etag, None, "measure.ended", move |p| rules::end_measure(p, &input)).await
     }
 
     async fn open_recognition_case(
         &self,
         request: Request<OpenRecognitionCaseRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
+        let who = writer(&request, false)?;
         let req = request.into_inner();
         let idempotency = self.idempotency("OpenRecognitionCase", &req.request_id, &req)?;
         parse_name(&req.name, "name")?;
         let input = required(req.recognition_case.as_ref(), "recognition_case", "the case to open, with its scheme")?;
         let case = rules::new_recognition_case(input, self.today())?;
-        self.mutate(actor, &req.name, &req.etag, idempotency, "recognition.opened", move |p| {
+        self.mutate(who, &req.name, &req.etag, idempotency, "recognition.opened", move |p| {
             rules::open_recognition_case(p, case)
         })
         .await
@@ -319,11 +366,11 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<RecordCompetenceMappingRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
+        let who = writer(&request, false)?;
         let req = request.into_inner();
         parse_name(&req.name, "name")?;
         let competence = rules::validate_competence_input(req.competence.as_ref(), self.today())?;
-        self.mutate(actor, &req.name, &req.etag, None, "competence.recorded", move |p| {
+        self.mutate(who, &req.name, &req.etag, None, "competence.recorded", move |p| {
             p.competence = Some(competence);
             Ok(())
         })
@@ -334,11 +381,11 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<UpdateIndividualPlanRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let actor = caller(&request, Scope::ParticipantsWrite)?.actor();
+        let who = writer(&request, false)?;
         let req = request.into_inner();
         parse_name(&req.name, "name")?;
         let plan = req.plan.clone();
-        self.mutate(actor, &req.name, &req.etag, None, "plan.updated", move |p| rules::replace_plan(p, plan.as_ref()))
+        self.mutate(who, &req.name, &req.etag, None, "plan.updated", move |p| rules::replace_plan(p, plan.as_ref()))
             .await
     }
 }

@@ -71,9 +71,9 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<ChangeEvent, Status>> + Send
 #[tonic::async_trait]
 impl SyncService for SyncApi {
     async fn get_sync_status(&self, request: Request<GetSyncStatusRequest>) -> Result<Response<SyncStatus>, Status> {
-        caller(&request, Scope::ParticipantsRead)?;
+        let who = caller(&request, Scope::ParticipantsRead)?;
         let id = parse_name(&request.get_ref().name, "name")?;
-        if self.store.get(&id).await?.is_none() {
+        if !self.store.get(&id).await?.is_some_and(|p| who.sees(&p.kommunenummer)) {
             return Err(Error::not_found(resource_name(&id)).into());
         }
         let targets = self
@@ -201,7 +201,7 @@ impl SyncService for SyncApi {
         &self,
         request: Request<WatchChangesRequest>,
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
-        caller(&request, Scope::ParticipantsRead)?;
+        let who = caller(&request, Scope::ParticipantsRead)?;
         let mut after = parse_cursor(&request.get_ref().cursor)?;
         let store = Arc::clone(&self.store);
         let (tx, rx) = tokio::sync::mpsc::channel(PAGE);
@@ -217,6 +217,10 @@ impl SyncService for SyncApi {
                 let caught_up = page.len() < PAGE;
                 for change in page {
                     after = change.sequence;
+                    // A kommune's stream carries its own participants only.
+                    if !who.sees(&change.snapshot.kommunenummer) {
+                        continue;
+                    }
                     if tx.send(Ok(event(change))).await.is_err() {
                         return; // the client went away
                     }

@@ -90,7 +90,8 @@ pub struct Committed {
 /// Filters and position for listing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListQuery {
-    pub kommunenummer: Option<String>,
+    /// Only participants of these kommuner (none: every kommune).
+    pub kommuner: Option<Vec<String>>,
     pub hurtigspor_status: Option<i32>,
     /// Return participants registered after this position (exclusive).
     pub after: Option<i64>,

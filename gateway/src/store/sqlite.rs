@@ -848,9 +848,13 @@ impl Store for SqliteStore {
             let mut sql =
                 String::from("SELECT position, record, national_id FROM participants WHERE position > :after");
             let mut args: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":after", &after), (":limit", &limit)];
-            if let Some(k) = &query.kommunenummer {
-                sql.push_str(" AND kommunenummer = :kommune");
-                args.push((":kommune", k));
+            let names: Vec<String> =
+                (0..query.kommuner.as_ref().map_or(0, Vec::len)).map(|i| format!(":k{i}")).collect();
+            if let Some(kommuner) = &query.kommuner {
+                sql.push_str(&format!(" AND kommunenummer IN ({})", names.join(", ")));
+                for (name, k) in names.iter().zip(kommuner) {
+                    args.push((name.as_str(), k));
+                }
             }
             if let Some(s) = &query.hurtigspor_status {
                 sql.push_str(" AND hurtigspor_status = :status");
