@@ -61,6 +61,10 @@ pub enum TargetError {
     /// the same way. Needs a fix in the record or the target.
     #[error("rejected: {0}")]
     Permanent(String),
+    /// Not tried: the target is known to be failing (its circuit breaker is
+    /// open). Try again after `wait`; this was no attempt of the delivery.
+    #[error("deferred: {reason}")]
+    Deferred { wait: Duration, reason: String },
 }
 
 impl TargetError {

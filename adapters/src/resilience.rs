@@ -15,7 +15,8 @@
 //!   failures in a row ([`TargetError::Transient`] or
 //!   [`TargetError::RetryAfter`]) open it. A success resets the count.
 //! * **Open**: every reconcile fails fast with
-//!   `TargetError::Transient("circuit open: <target> failed N times in a row; next trial in …")`
+//!   `TargetError::Deferred { wait, reason: "circuit open: <target> failed N times in a row; next trial in …" }`
+//!   (no attempt of the delivery: it is scheduled for the trial time)
 //!   without calling the target, so the dispatcher backs the row off as for
 //!   any transient failure. The cool-down is `cool_down` the first time (or
 //!   the target's `Retry-After`, if longer).
@@ -164,6 +165,7 @@ impl Outcome {
             Err(TargetError::Transient(_)) => Self::Transient,
             Err(TargetError::RetryAfter(_)) => Self::Throttled,
             Err(TargetError::Permanent(_)) => Self::Rejected,
+            Err(TargetError::Deferred { .. }) => Self::ShortCircuited,
         }
     }
 }
@@ -354,7 +356,7 @@ impl Resilient {
     }
 
     /// Lets a call through, or says why not.
-    fn admit(&self) -> Result<Admission, String> {
+    fn admit(&self) -> Result<Admission, (String, Duration)> {
         let mut state = self.lock();
         let now = Instant::now();
         match *state {
@@ -368,15 +370,22 @@ impl Resilient {
             State::Open { failures, until, .. } => {
                 // Whole milliseconds read better than nanoseconds.
                 let wait = Duration::from_millis((until - now).as_millis().try_into().unwrap_or(u64::MAX));
-                Err(format!("circuit open: {} failed {failures} times in a row; next trial in {wait:?}", self.name))
+                Err((
+                    format!("circuit open: {} failed {failures} times in a row; next trial in {wait:?}", self.name),
+                    wait,
+                ))
             }
             State::HalfOpen { failures, cool_down, trial_running: false } => {
                 *state = State::HalfOpen { failures, cool_down, trial_running: true };
                 Ok(Admission::Trial)
             }
-            State::HalfOpen { failures, trial_running: true, .. } => Err(format!(
-                "circuit open: {} failed {failures} times in a row; next trial in 0ms, after the trial call under way",
-                self.name
+            State::HalfOpen { failures, trial_running: true, cool_down } => Err((
+                format!(
+                    "circuit open: {} failed {failures} times in a row; next trial in 0ms, after the trial call under way",
+                    self.name
+                ),
+                // Look again soon: the trial decides.
+                cool_down.min(Duration::from_millis(100)),
             )),
         }
     }
@@ -466,11 +475,11 @@ impl Target for Resilient {
     async fn reconcile(&self, participant: &Participant, delivery: &Delivery) -> Result<Applied, TargetError> {
         let admission = match self.admit() {
             Ok(admission) => admission,
-            Err(reason) => {
+            Err((reason, wait)) => {
                 self.metrics.count(self.name, Outcome::ShortCircuited);
                 let last = self.last_failure.lock().map(|l| l.clone()).unwrap_or_default();
                 let reason = if last.is_empty() { reason } else { format!("{reason}; last failure: {last}") };
-                return Err(TargetError::Transient(reason));
+                return Err(TargetError::Deferred { wait, reason });
             }
         };
         let admitted = Admitted { breaker: self, admission, settled: false };
@@ -491,7 +500,7 @@ impl Target for Resilient {
             Ok(_) => Verdict::Healthy,
             Err(TargetError::Transient(_)) => Verdict::Failing { retry_after: None },
             Err(TargetError::RetryAfter(wait)) => Verdict::Failing { retry_after: Some(*wait) },
-            Err(TargetError::Permanent(_)) => Verdict::Neutral,
+            Err(TargetError::Permanent(_) | TargetError::Deferred { .. }) => Verdict::Neutral,
         });
         result
     }
@@ -574,7 +583,7 @@ mod tests {
 
     fn short_circuited(result: Result<Applied, TargetError>) -> String {
         match result {
-            Err(TargetError::Transient(reason)) if reason.starts_with("circuit open: ") => reason,
+            Err(TargetError::Deferred { reason, .. }) if reason.starts_with("circuit open: ") => reason,
             other => panic!("expected a short circuit, got {other:?}"),
         }
     }

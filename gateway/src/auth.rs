@@ -314,16 +314,56 @@ impl Authenticator {
     }
 }
 
-/// Authenticates every request of the service it wraps and puts the
-/// [`Caller`] in the request's extensions.
+/// A token bucket per client organisation.
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: std::sync::Mutex<HashMap<String, (f64, std::time::Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        Self { per_second: f64::from(per_second), burst: f64::from(burst.max(1)), buckets: Default::default() }
+    }
+
+    /// Takes one request from `client`'s bucket, or says how long to wait.
+    pub fn check(&self, client: &str) -> Result<(), std::time::Duration> {
+        let now = std::time::Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, last) = buckets.entry(client.to_owned()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(std::time::Duration::from_secs_f64((1.0 - *tokens) / self.per_second))
+        }
+    }
+}
+
+/// Authenticates every request of the service it wraps, holds each client
+/// to its rate, and puts the [`Caller`] in the request's extensions.
 #[derive(Clone)]
-pub struct Authenticate(pub Authenticator);
+pub struct Authenticate(pub Authenticator, pub Arc<RateLimiter>);
 
 impl Interceptor for Authenticate {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
         match self.0.authenticate(header) {
             Ok(caller) => {
+                if let Err(wait) = self.1.check(&caller.organisation) {
+                    tracing::info!(organisation = %caller.organisation, "request refused: over the rate limit");
+                    return Err(Error::ResourceExhausted {
+                        reason: "RATE_LIMITED",
+                        message: format!(
+                            "this client is over its limit of requests per second; retry in {} ms",
+                            wait.as_millis().max(1)
+                        ),
+                        retry_after: wait,
+                    }
+                    .into());
+                }
                 request.extensions_mut().insert(caller);
                 Ok(request)
             }
@@ -482,6 +522,19 @@ impl Interceptor for BearerToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_client_has_its_own_bucket_that_refills() {
+        let limiter = RateLimiter::new(10, 3);
+        for _ in 0..3 {
+            limiter.check("a").unwrap();
+        }
+        let wait = limiter.check("a").unwrap_err();
+        assert!(wait <= std::time::Duration::from_millis(100), "{wait:?}");
+        limiter.check("b").expect("another client is not held up");
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        limiter.check("a").expect("refilled");
+    }
 
     struct Fixture {
         key: Vec<u8>,

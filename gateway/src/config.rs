@@ -221,11 +221,26 @@ pub struct Limits {
     /// Upper bound on any request's run time, in seconds; a shorter client
     /// deadline (`grpc-timeout`) wins.
     pub request_timeout_secs: u64,
+    /// Requests per second each client organisation may make, sustained;
+    /// more answer RESOURCE_EXHAUSTED with when to retry.
+    pub requests_per_second: u32,
+    /// Requests a client may make at once above the sustained rate.
+    pub burst: u32,
+    /// `WatchChanges` streams each client may hold open at once.
+    pub max_streams_per_client: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { default_page_size: 50, max_page_size: 500, max_message_bytes: 1024 * 1024, request_timeout_secs: 30 }
+        Self {
+            default_page_size: 50,
+            max_page_size: 500,
+            max_message_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            requests_per_second: 1_000,
+            burst: 2_000,
+            max_streams_per_client: 8,
+        }
     }
 }
 
@@ -326,6 +341,12 @@ impl Config {
             ));
         }
         let l = &self.limits;
+        if l.requests_per_second == 0 || l.burst == 0 || l.max_streams_per_client == 0 {
+            return Err(ConfigError(
+                "keys `limits.requests_per_second`, `limits.burst` and `limits.max_streams_per_client` must be above 0"
+                    .into(),
+            ));
+        }
         if l.default_page_size == 0 || l.max_page_size < l.default_page_size {
             return Err(ConfigError(
                 "key `limits.max_page_size` must be at least `limits.default_page_size`, which must be above 0".into(),

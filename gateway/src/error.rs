@@ -82,6 +82,10 @@ pub enum Error {
     #[error("{message}")]
     PermissionDenied { reason: &'static str, message: String },
 
+    /// The caller is over a limit; retry after `retry_after`.
+    #[error("{message}")]
+    ResourceExhausted { reason: &'static str, message: String, retry_after: std::time::Duration },
+
     /// The store cannot take the request now; retrying later may succeed.
     #[error("storage is unavailable: {0}; retry with backoff")]
     Unavailable(String),
@@ -113,6 +117,7 @@ impl Error {
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::StaleEtag { .. } => Code::Aborted,
             Self::Unauthenticated { .. } => Code::Unauthenticated,
+            Self::ResourceExhausted { .. } => Code::ResourceExhausted,
             Self::PermissionDenied { .. } => Code::PermissionDenied,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
@@ -128,7 +133,9 @@ impl Error {
             Self::AlreadyExists { .. } => "PARTICIPANT_ALREADY_EXISTS",
             Self::FailedPrecondition { reason, .. } => reason,
             Self::StaleEtag { .. } => "STALE_ETAG",
-            Self::Unauthenticated { reason, .. } | Self::PermissionDenied { reason, .. } => reason,
+            Self::Unauthenticated { reason, .. }
+            | Self::PermissionDenied { reason, .. }
+            | Self::ResourceExhausted { reason, .. } => reason,
             Self::Unavailable(_) => "STORAGE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
@@ -196,6 +203,9 @@ impl From<Error> for Status {
                 metadata.insert("resource".to_owned(), resource.clone());
             }
             Error::Unauthenticated { .. } | Error::PermissionDenied { .. } => {}
+            Error::ResourceExhausted { retry_after, .. } => {
+                details.set_retry_info(Some(*retry_after));
+            }
             Error::Unavailable(_) | Error::Internal(_) => {}
         }
         details.set_error_info(e.reason(), ERROR_DOMAIN, metadata);

@@ -277,9 +277,13 @@ impl Gateway {
             .build_v1()
             .context("cannot build the reflection service")?;
         let limits = &self.config.limits;
-        let authenticate = Authenticate(self.auth.clone());
+        let limiter = Arc::new(crate::auth::RateLimiter::new(limits.requests_per_second, limits.burst));
+        let authenticate = Authenticate(self.auth.clone(), limiter);
         let sync = InterceptedService::new(
-            SyncServiceServer::new(crate::api::sync::SyncApi::new(self.store.clone() as Arc<dyn Store>)),
+            SyncServiceServer::new(crate::api::sync::SyncApi::new(
+                self.store.clone() as Arc<dyn Store>,
+                limits.max_streams_per_client,
+            )),
             authenticate.clone(),
         );
         let reflection = InterceptedService::new(reflection, authenticate.clone());

@@ -162,6 +162,11 @@ impl Dispatcher {
                 }
             }
             Err(TargetError::Transient(reason)) => self.retry(task, reason),
+            Err(TargetError::Deferred { wait, reason }) => SyncOutcome::Deferred {
+                error: reason,
+                at: chrono::Utc::now()
+                    + chrono::Duration::from_std(wait.min(self.policy.max_delay)).unwrap_or_default(),
+            },
         }
     }
 

@@ -308,3 +308,44 @@ async fn a_kommune_sees_and_changes_only_its_own_participants() {
         .await;
     assert!(!matches!(&moved, Err(s) if s.code() == Code::PermissionDenied), "NAV may move the status: {moved:?}");
 }
+
+#[tokio::test]
+async fn a_client_over_its_rate_or_stream_cap_is_told_when_to_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = dev_config(dir.path());
+    config.limits.requests_per_second = 1;
+    config.limits.burst = 3;
+    config.limits.max_streams_per_client = 1;
+    let app = spawn_with(dir, config).await;
+    let mut oslo = connect(app.addr, &dev_token(&app, "kommune_0301")).await;
+    for _ in 0..3 {
+        oslo.list_participants(ListParticipantsRequest::default()).await.unwrap();
+    }
+    let status = expect_error(
+        oslo.list_participants(ListParticipantsRequest::default()).await,
+        Code::ResourceExhausted,
+        "RATE_LIMITED",
+    );
+    let retry = status.get_details_retry_info().expect("RetryInfo").retry_delay.expect("a delay");
+    assert!(retry <= std::time::Duration::from_secs(1), "{retry:?}");
+    let mut bergen = connect(app.addr, &dev_token(&app, "kommune_4601")).await;
+    bergen.list_participants(ListParticipantsRequest::default()).await.expect("other clients are not held up");
+    tokio::time::sleep(retry).await;
+    oslo.list_participants(ListParticipantsRequest::default()).await.expect("after the wait it goes through");
+
+    let nav = dev_token(&app, "nav");
+    let mut sync = SyncServiceClient::new(channel(app.addr, &nav).await);
+    let first = sync.watch_changes(WatchChangesRequest::default()).await.unwrap();
+    expect_error(sync.watch_changes(WatchChangesRequest::default()).await, Code::ResourceExhausted, "TOO_MANY_STREAMS");
+    drop(first);
+    until(
+        "a stream after the first closed",
+        || {
+            let mut sync = sync.clone();
+            async move { sync.watch_changes(WatchChangesRequest::default()).await.map(|_| ()).map_err(|s| s.code()) }
+        },
+        Result::is_ok,
+    )
+    .await
+    .expect("a stream opens once the first is closed");
+}

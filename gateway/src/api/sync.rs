@@ -23,11 +23,47 @@ const POLL: Duration = Duration::from_millis(100);
 
 pub struct SyncApi {
     store: Arc<dyn Store>,
+    max_streams: u32,
+    /// Open `WatchChanges` streams per client organisation.
+    streams: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
 }
 
 impl SyncApi {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn Store>, max_streams_per_client: u32) -> Self {
+        Self { store, max_streams: max_streams_per_client, streams: Arc::default() }
+    }
+
+    /// Counts a new stream for `client`, or refuses it over the cap.
+    fn open_stream(&self, client: &str) -> Result<StreamSlot, Error> {
+        let mut open = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(client.to_owned()).or_default();
+        if *n >= self.max_streams {
+            return Err(Error::ResourceExhausted {
+                reason: "TOO_MANY_STREAMS",
+                message: format!(
+                    "this client already holds {} WatchChanges streams; close one, or resume one with its last cursor",
+                    self.max_streams
+                ),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        *n += 1;
+        Ok(StreamSlot { streams: Arc::clone(&self.streams), client: client.to_owned() })
+    }
+}
+
+/// One open stream; gives its place back when the stream ends.
+struct StreamSlot {
+    streams: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+    client: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.client) {
+            *n = n.saturating_sub(1);
+        }
     }
 }
 
@@ -203,9 +239,11 @@ impl SyncService for SyncApi {
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
         let who = caller(&request, Scope::ParticipantsRead)?;
         let mut after = parse_cursor(&request.get_ref().cursor)?;
+        let slot = self.open_stream(&who.organisation)?;
         let store = Arc::clone(&self.store);
         let (tx, rx) = tokio::sync::mpsc::channel(PAGE);
         tokio::spawn(async move {
+            let _slot = slot;
             loop {
                 let page = match store.changes(after, PAGE).await {
                     Ok(page) => page,

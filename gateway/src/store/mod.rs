@@ -139,6 +139,9 @@ pub enum SyncOutcome {
     Delivered { version: i64 },
     /// Try again at `at`.
     Retry { error: String, at: chrono::DateTime<chrono::Utc> },
+    /// Not attempted (the target's breaker is open): try at `at`, without
+    /// counting an attempt.
+    Deferred { error: String, at: chrono::DateTime<chrono::Utc> },
     /// Give up until someone replays it.
     Failed { error: String },
 }

@@ -947,6 +947,12 @@ impl Store for SqliteStore {
                      WHERE target = ?1 AND participant_id = ?2",
                     params![task.target, task.participant_id, error, now_text(at), now, task.desired_version],
                 )?,
+                SyncOutcome::Deferred { error, at } => c.execute(
+                    "UPDATE sync_state SET leased_until = NULL, last_error = ?3,
+                         next_attempt_time = CASE WHEN desired_version > ?6 THEN ?5 ELSE ?4 END, update_time = ?5
+                     WHERE target = ?1 AND participant_id = ?2",
+                    params![task.target, task.participant_id, error, now_text(at), now, task.desired_version],
+                )?,
                 // A newer version may have come in while this one was tried:
                 // then it deserves its own chance instead of failing unseen.
                 SyncOutcome::Failed { error } => c.execute(
