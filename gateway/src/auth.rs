@@ -126,6 +126,20 @@ pub fn writer<T>(request: &Request<T>, nav_allowed: bool) -> Result<Caller, Stat
     Ok(who)
 }
 
+/// The caller of an operator's method: the sync.admin scope and the
+/// administrator role (whatever scopes another role was given).
+pub fn administrator<T>(request: &Request<T>) -> Result<Caller, Status> {
+    let who = caller(request, Scope::SyncAdmin)?;
+    if who.role != Role::Admin {
+        return Err(Error::PermissionDenied {
+            reason: "ROLE_NOT_ALLOWED",
+            message: "failed deliveries, replays and the inbox are for the gateway's operators".into(),
+        }
+        .into());
+    }
+    Ok(who)
+}
+
 /// An organisation the gateway knows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -263,10 +277,16 @@ impl Authenticator {
             validation.leeway = inner.leeway_secs;
             validation.validate_nbf = true;
             validation.set_issuer(&[&inner.issuer]);
-            validation.set_required_spec_claims(&["exp", "iss"]);
             match &inner.audience {
-                Some(aud) => validation.set_audience(&[aud]),
-                None => validation.validate_aud = false,
+                // A token without an audience is not for us either.
+                Some(aud) => {
+                    validation.set_audience(&[aud]);
+                    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+                }
+                None => {
+                    validation.validate_aud = false;
+                    validation.set_required_spec_claims(&["exp", "iss"]);
+                }
             }
             match jsonwebtoken::decode::<Claims>(token, key, &validation) {
                 Ok(data) => return self.caller(data.claims),
@@ -285,6 +305,10 @@ impl Authenticator {
                         K::InvalidAudience => {
                             unauthenticated("TOKEN_WRONG_AUDIENCE", "the token is meant for another audience")
                         }
+                        K::MissingRequiredClaim(c) if c == "aud" => unauthenticated(
+                            "TOKEN_WRONG_AUDIENCE",
+                            "the token names no audience; this gateway requires one",
+                        ),
                         _ => unauthenticated("TOKEN_INVALID", "the token's claims are missing or malformed"),
                     };
                     if !matches!(e.kind(), K::InvalidSignature) {
@@ -604,6 +628,8 @@ mod tests {
         assert_eq!(reason(check(&f, &issuer)), "TOKEN_WRONG_ISSUER");
         let audience = Claims { aud: Some("someone-else".into()), ..good.clone() };
         assert_eq!(reason(check(&f, &audience)), "TOKEN_WRONG_AUDIENCE");
+        let no_audience = Claims { aud: None, ..good.clone() };
+        assert_eq!(reason(check(&f, &no_audience)), "TOKEN_WRONG_AUDIENCE", "a configured audience is required");
         assert_eq!(reason(check(&f, &claims("974760673", "hurtigspor:sync.admin"))), "ORGANISATION_UNKNOWN");
         assert_eq!(reason(check(&f, &claims("900000015", "hurtigspor:sync.admin"))), "TOKEN_INVALID", "mod 11");
         let mut tampered = dev::sign(&f.key, &good).unwrap();

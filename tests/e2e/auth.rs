@@ -349,3 +349,58 @@ async fn a_client_over_its_rate_or_stream_cap_is_told_when_to_retry() {
     .await
     .expect("a stream opens once the first is closed");
 }
+
+/// The gaps a review found: a stale etag, a moved participant, a replayed
+/// request id and an operator's method in another role's hands.
+#[tokio::test]
+async fn tenancy_holds_for_etags_moves_request_ids_and_operator_methods() {
+    let app = spawn_app().await;
+    let mut oslo = connect(app.addr, &dev_token(&app, "kommune_0301")).await;
+    let mut bergen = connect(app.addr, &dev_token(&app, "kommune_4601")).await;
+    let a = oslo.create_participant(create_request(minimal_participant())).await.unwrap().into_inner();
+
+    // A wrong etag on another kommune's participant is NOT_FOUND, not ABORTED.
+    let stale = TransitionHurtigsporRequest {
+        name: a.name.clone(),
+        etag: "W/\"99\"".into(),
+        status: hurtigspor_proto::v1::HurtigsporStatus::Rejected as i32,
+        ..Default::default()
+    };
+    expect_error(bergen.transition_hurtigspor(stale).await, Code::NotFound, "NOT_FOUND");
+
+    // A kommune cannot hand its participant to another kommune.
+    let mv = UpdateParticipantRequest {
+        participant: Some(hurtigspor_proto::v1::Participant {
+            name: a.name.clone(),
+            kommunenummer: "4601".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["kommunenummer".into()] }),
+    };
+    expect_error(oslo.update_participant(mv).await, Code::PermissionDenied, "KOMMUNE_NOT_YOURS");
+    assert_eq!(app.get(&a.name).await, a, "nothing moved");
+
+    // Request ids are each client's own: Bergen repeating Oslo's request
+    // gets no replay of Oslo's answer.
+    let request = RecordMeasureRequest {
+        name: a.name.clone(),
+        measure: Some(hurtigspor_proto::v1::Measure {
+            kind: hurtigspor_proto::v1::MeasureKind::LabourMarketCourse as i32,
+            start_date: date(2026, 3, 1),
+            ..Default::default()
+        }),
+        request_id: "shared-1".into(),
+        ..Default::default()
+    };
+    oslo.record_measure(request.clone()).await.unwrap();
+    expect_error(bergen.record_measure(request).await, Code::NotFound, "NOT_FOUND");
+
+    // The operator's methods want the administrator's role, not just the scope.
+    let nav_admin_scope = token_for(app.dir.path(), dev::ISSUER, "nav", &["hurtigspor:sync.admin"]);
+    let mut sync = SyncServiceClient::new(channel(app.addr, &nav_admin_scope).await);
+    expect_error(
+        sync.list_failed_deliveries(ListFailedDeliveriesRequest::default()).await,
+        Code::PermissionDenied,
+        "ROLE_NOT_ALLOWED",
+    );
+}

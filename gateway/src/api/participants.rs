@@ -64,8 +64,11 @@ impl ParticipantApi {
     }
 
     /// The idempotency key of a request with a `request_id`, if it has one.
+    /// Request ids are each client organisation's own: the same id from
+    /// another client is another request, and never replays its answer.
     fn idempotency<M: Message>(
         &self,
+        who: &Caller,
         method: &'static str,
         request_id: &str,
         request: &M,
@@ -76,7 +79,7 @@ impl ParticipantApi {
         }
         Ok(Some(IdempotencyKey {
             method,
-            request_id: request_id.to_owned(),
+            request_id: format!("{}/{request_id}", who.organisation),
             fingerprint: self.keys.fingerprint(method, &request.encode_to_vec()),
         }))
     }
@@ -115,6 +118,11 @@ impl ParticipantApi {
         apply: impl FnOnce(&mut Participant) -> Result<(), Error> + Send + 'static,
     ) -> Result<Response<Participant>, Status> {
         let id = parse_name(name, "name")?;
+        // Another kommune's participant is not found, before anything else
+        // (a stale etag would otherwise tell that it exists).
+        if who.role == Role::Kommune && !self.store.get(&id).await?.is_some_and(|p| who.sees(&p.kommunenummer)) {
+            return Err(Error::not_found(crate::store::resource_name(&id)).into());
+        }
         let actor = who.actor();
         let committed = self
             .store
@@ -131,7 +139,16 @@ impl ParticipantApi {
                     if !who.sees(&p.kommunenummer) {
                         return Err(Error::not_found(p.name.clone()));
                     }
-                    apply(p)
+                    apply(p)?;
+                    // Nor can a kommune hand a participant to a kommune it
+                    // does not act for.
+                    if !who.sees(&p.kommunenummer) {
+                        return Err(Error::PermissionDenied {
+                            reason: "KOMMUNE_NOT_YOURS",
+                            message: "a kommune cannot move a participant to a kommune it does not act for".into(),
+                        });
+                    }
+                    Ok(())
                 }),
             })
             .await?;
@@ -153,7 +170,7 @@ impl ParticipantService for ParticipantApi {
         let who = writer(&request, false)?;
         let req = request.into_inner();
         let input = required(req.participant.as_ref(), "participant", "the participant to register")?;
-        let idempotency = self.idempotency("CreateParticipant", &req.request_id, &req)?;
+        let idempotency = self.idempotency(&who, "CreateParticipant", &req.request_id, &req)?;
         let valid = rules::validate_new(input, &self.rules, self.today())?;
         if !who.sees(&valid.record.kommunenummer) {
             return Err(Error::PermissionDenied {
@@ -298,7 +315,7 @@ impl ParticipantService for ParticipantApi {
     ) -> Result<Response<Participant>, Status> {
         let who = writer(&request, true)?;
         let req = request.into_inner();
-        let idempotency = self.idempotency("TransitionHurtigspor", &req.request_id, &req)?;
+        let idempotency = self.idempotency(&who, "TransitionHurtigspor", &req.request_id, &req)?;
         parse_name(&req.name, "name")?;
         let input = rules::validate_transition_input(
             req.status,
@@ -317,7 +334,7 @@ impl ParticipantService for ParticipantApi {
     async fn end_programme(&self, request: Request<EndProgrammeRequest>) -> Result<Response<Participant>, Status> {
         let who = writer(&request, false)?;
         let req = request.into_inner();
-        let idempotency = self.idempotency("EndProgramme", &req.request_id, &req)?;
+        let idempotency = self.idempotency(&who, "EndProgramme", &req.request_id, &req)?;
         parse_name(&req.name, "name")?;
         let input = rules::validate_end_input(req.end_date.as_ref(), req.end_reason, req.main_activity)?;
         self.mutate(who, &req.name, &req.etag, idempotency, "programme.ended", move |p| rules::end_programme(p, &input))
@@ -327,7 +344,7 @@ impl ParticipantService for ParticipantApi {
     async fn record_measure(&self, request: Request<RecordMeasureRequest>) -> Result<Response<Participant>, Status> {
         let who = writer(&request, true)?;
         let req = request.into_inner();
-        let idempotency = self.idempotency("RecordMeasure", &req.request_id, &req)?;
+        let idempotency = self.idempotency(&who, "RecordMeasure", &req.request_id, &req)?;
         parse_name(&req.name, "name")?;
         let input = required(req.measure.as_ref(), "measure", "the measure to record")?;
         let measure = rules::new_measure(input, self.today())?;
@@ -352,7 +369,7 @@ impl ParticipantService for ParticipantApi {
     ) -> Result<Response<Participant>, Status> {
         let who = writer(&request, false)?;
         let req = request.into_inner();
-        let idempotency = self.idempotency("OpenRecognitionCase", &req.request_id, &req)?;
+        let idempotency = self.idempotency(&who, "OpenRecognitionCase", &req.request_id, &req)?;
         parse_name(&req.name, "name")?;
         let input = required(req.recognition_case.as_ref(), "recognition_case", "the case to open, with its scheme")?;
         let case = rules::new_recognition_case(input, self.today())?;
@@ -525,7 +542,7 @@ mod tests {
         api.create_participant(authed(b)).await.unwrap();
         let seen = seen.lock().unwrap();
         assert_eq!(seen[0].method, "CreateParticipant");
-        assert_eq!(seen[0].request_id, "r1");
+        assert_eq!(seen[0].request_id, "900000049/r1", "request ids are scoped to the calling organisation");
         assert_ne!(seen[0].fingerprint, seen[1].fingerprint, "another body, another fingerprint");
     }
 }

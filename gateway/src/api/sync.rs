@@ -2,7 +2,7 @@
 
 use super::parse_name;
 use crate::{
-    auth::{Scope, caller},
+    auth::{Scope, administrator, caller},
     error::Error,
     store::{ChangeRecord, InboxFilter, InboxItem, Store, resource_name},
 };
@@ -133,7 +133,7 @@ impl SyncService for SyncApi {
         &self,
         request: Request<ListFailedDeliveriesRequest>,
     ) -> Result<Response<ListFailedDeliveriesResponse>, Status> {
-        caller(&request, Scope::SyncAdmin)?;
+        administrator(&request)?;
         let req = request.into_inner();
         if req.page_size < 0 {
             return Err(Error::invalid("page_size", "OUT_OF_RANGE", "must not be negative").into());
@@ -165,7 +165,7 @@ impl SyncService for SyncApi {
         &self,
         request: Request<RetryDeliveriesRequest>,
     ) -> Result<Response<RetryDeliveriesResponse>, Status> {
-        caller(&request, Scope::SyncAdmin)?;
+        administrator(&request)?;
         let name = &request.get_ref().name;
         let id = if name.is_empty() { None } else { Some(parse_name(name, "name")?) };
         let retried = self.store.retry_failed_syncs(id.clone()).await?;
@@ -177,7 +177,7 @@ impl SyncService for SyncApi {
         &self,
         request: Request<ListInboundChangesRequest>,
     ) -> Result<Response<ListInboundChangesResponse>, Status> {
-        caller(&request, Scope::SyncAdmin)?;
+        administrator(&request)?;
         let req = request.into_inner();
         let source = parse_source(&req.source, false)?;
         let status = match InboundStatus::try_from(req.status) {
@@ -206,7 +206,7 @@ impl SyncService for SyncApi {
         &self,
         request: Request<ReingestInboundChangesRequest>,
     ) -> Result<Response<ReingestInboundChangesResponse>, Status> {
-        caller(&request, Scope::SyncAdmin)?;
+        administrator(&request)?;
         let req = request.into_inner();
         let position = req.position.trim();
         let source = parse_source(&req.source, !position.is_empty())?;
@@ -252,6 +252,10 @@ impl SyncService for SyncApi {
                         return;
                     }
                 };
+                // A client that went away while catching up frees its slot now.
+                if tx.is_closed() {
+                    return;
+                }
                 let caught_up = page.len() < PAGE;
                 for change in page {
                     after = change.sequence;
