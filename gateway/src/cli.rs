@@ -210,7 +210,14 @@ async fn serve(config: Config, dev: bool, seed: u32) -> anyhow::Result<()> {
             }
             println!();
         }
-        println!("  try:        cargo run -- participants --server http://{addr} list");
+        if data_dir == Path::new(".hurtigspor-dev") {
+            println!("  try:        cargo run -- participants --server http://{addr} list");
+        } else {
+            println!(
+                "  try:        HURTIGSPOR_TOKEN=$(jq -r .admin {}/dev-tokens.json) cargo run -- participants --server http://{addr} list",
+                data_dir.display()
+            );
+        }
         println!(
             "              grpcurl -plaintext -H \"authorization: Bearer $(jq -r .admin {}/dev-tokens.json)\" {addr} list",
             data_dir.display()
