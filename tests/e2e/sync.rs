@@ -186,16 +186,19 @@ async fn a_poison_participant_fails_alone_with_the_reason_and_heals_on_the_fix()
 #[tokio::test]
 async fn a_refused_delivery_is_replayed_after_the_cause_is_fixed() {
     let app = spawn_app().await;
-    // Arena refuses the next registration (the cause), once.
-    reqwest::Client::new()
-        .post(format!("{}/admin/faults", app.mocks["arena"]))
-        .json(&serde_json::json!({ "kind": "error", "status": 400, "route": "/ords/arena/api/v1/personforhold", "method": "POST", "times": 1 }))
+    // Arena refuses registrations (the cause) until it is fixed. (Refused
+    // once only, a refusal of an older version while a newer one is queued
+    // would rightly be retried with the newer one at once.)
+    let http = reqwest::Client::new();
+    http.post(format!("{}/admin/faults", app.mocks["arena"]))
+        .json(&serde_json::json!({ "kind": "error", "status": 400, "route": "/ords/arena/api/v1/personforhold", "method": "POST" }))
         .send()
         .await
         .unwrap();
     let p = make_candidate(&app, "0314").await;
     app.sync_until(&p.name, |t| t.iter().any(|t| t.target == "arena" && t.state == SyncState::Failed as i32)).await;
     assert!(intro_relations(&app.mock_state("arena").await).is_empty());
+    http.delete(format!("{}/admin/faults", app.mocks["arena"])).send().await.unwrap();
     let mut sync = app.sync_client().await;
     let retried = sync.retry_deliveries(RetryDeliveriesRequest { name: p.name.clone() }).await.unwrap().into_inner();
     assert_eq!(retried.retried, 1);
