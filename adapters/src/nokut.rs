@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 const BASE: &str = "/api/v1";
+/// The correlation id of the gateway's reads of NOKUT's changes.
+const FEED_CORRELATION: &str = "hurtigspor-nokut-feed";
 
 #[derive(Clone, Debug)]
 pub struct NokutConfig {
@@ -98,34 +100,40 @@ impl NokutTarget {
     }
 
     async fn open(&self, body: &NewCase, key: &str, delivery: &Delivery) -> Result<String, TargetError> {
-        let response = self
-            .http
-            .post(format!("{}{BASE}/saker", self.config.base_url))
+        let request =
+            self.http.post(format!("{}{BASE}/saker", self.config.base_url)).header("idempotency-key", key).json(body);
+        let opened: Opened = self.call(request, &delivery.correlation_id, "POST /saker").await?;
+        Ok(opened.saksnummer)
+    }
+
+    /// Sends one request with the API key and reads NOKUT's answer: 429 and
+    /// 5xx are passing, a refusal with NOKUT's error body is permanent.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        correlation_id: &str,
+        what: &str,
+    ) -> Result<T, TargetError> {
+        let response = request
             .header("x-api-key", &self.config.api_key)
-            .header("idempotency-key", key)
-            .header("x-correlation-id", &delivery.correlation_id)
-            .json(body)
+            .header("x-correlation-id", correlation_id)
             .send()
             .await
-            .map_err(|e| TargetError::Transient(format!("POST /saker: {e}")))?;
+            .map_err(|e| TargetError::Transient(format!("{what}: {e}")))?;
         let status = response.status();
-        if status.is_success() {
-            let opened: Opened = response
-                .json()
-                .await
-                .map_err(|e| TargetError::Transient(format!("unreadable answer from NOKUT: {e}")))?;
-            return Ok(opened.saksnummer);
-        }
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Err(TargetError::RetryAfter(Duration::from_secs(1)));
         }
         if status.is_server_error() {
-            return Err(TargetError::Transient(format!("NOKUT answered {status}")));
+            return Err(TargetError::Transient(format!("{what}: NOKUT answered {status}")));
         }
-        match response.json::<Refusal>().await {
-            Ok(r) => Err(TargetError::Permanent(format!("NOKUT answered {status}: {} ({})", r.melding, r.feil))),
-            Err(_) => Err(TargetError::Transient(format!("NOKUT answered {status} without its error body"))),
+        if !status.is_success() {
+            return Err(match response.json::<Refusal>().await {
+                Ok(r) => TargetError::Permanent(format!("{what}: NOKUT answered {status}: {} ({})", r.melding, r.feil)),
+                Err(_) => TargetError::Transient(format!("{what}: NOKUT answered {status} without its error body")),
+            });
         }
+        response.json().await.map_err(|e| TargetError::Transient(format!("{what}: unreadable answer: {e}")))
     }
 }
 
@@ -202,44 +210,17 @@ pub fn case_update(change: &CaseChange) -> Result<CaseUpdate, String> {
 
 /// Reads of NOKUT's changes, and the webhook subscription.
 impl NokutTarget {
-    async fn get_or_post<T: serde::de::DeserializeOwned>(
-        &self,
-        request: reqwest::RequestBuilder,
-        what: &str,
-    ) -> Result<T, TargetError> {
-        let response = request
-            .header("x-api-key", &self.config.api_key)
-            .header("x-correlation-id", "hurtigspor-nokut-feed")
-            .send()
-            .await
-            .map_err(|e| TargetError::Transient(format!("{what}: {e}")))?;
-        let status = response.status();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(TargetError::RetryAfter(Duration::from_secs(1)));
-        }
-        if status.is_server_error() {
-            return Err(TargetError::Transient(format!("{what}: NOKUT answered {status}")));
-        }
-        if !status.is_success() {
-            return Err(match response.json::<Refusal>().await {
-                Ok(r) => TargetError::Permanent(format!("{what}: NOKUT answered {status}: {} ({})", r.melding, r.feil)),
-                Err(_) => TargetError::Transient(format!("{what}: NOKUT answered {status} without its error body")),
-            });
-        }
-        response.json().await.map_err(|e| TargetError::Transient(format!("{what}: unreadable answer: {e}")))
-    }
-
     /// Changes after sequence number `after`, oldest first.
     pub async fn changes(&self, after: u64, limit: usize) -> Result<ChangesPage, TargetError> {
         let url = format!("{}{BASE}/endringer?etter={after}&antall={limit}", self.config.base_url);
-        self.get_or_post(self.http.get(url), "GET /endringer").await
+        self.call(self.http.get(url), FEED_CORRELATION, "GET /endringer").await
     }
 
     /// Asks NOKUT to send each change to `url` as a signed webhook.
     pub async fn subscribe(&self, url: &str) -> Result<(), TargetError> {
         let request =
             self.http.post(format!("{}{BASE}/webhooks", self.config.base_url)).json(&serde_json::json!({ "url": url }));
-        let _: serde_json::Value = self.get_or_post(request, "POST /webhooks").await?;
+        let _: serde_json::Value = self.call(request, FEED_CORRELATION, "POST /webhooks").await?;
         Ok(())
     }
 }

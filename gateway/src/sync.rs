@@ -198,6 +198,7 @@ impl Dispatcher {
                 kind: ChangeKind("recognition.numbered"),
                 origin: Origin::Nokut,
                 actor: "nokut".to_owned(),
+                kommuner: None,
                 apply: Box::new(move |p| {
                     for (case_id, number) in numbers {
                         if let Some(case) = p.recognition_cases.iter_mut().find(|c| c.id == case_id) {

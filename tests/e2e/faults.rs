@@ -97,6 +97,15 @@ fn write_routes(system: &str) -> &'static [(&'static str, &'static str)] {
 /// write route, so that writes are hit for certain (a lost answer to a read
 /// proves little), and on a share of all requests. The counted rules come
 /// first: the first rule that strikes decides a request's fault.
+/// `fault` on the first request to each write route of every system.
+async fn on_first_writes(app: &TestApp, fault: &Value) {
+    for system in SYSTEMS {
+        for (route, method) in write_routes(system) {
+            add_fault(app, system, rule(fault, json!({ "route": route, "method": method, "times": 1 }))).await;
+        }
+    }
+}
+
 async fn add_everywhere_and_on_writes(app: &TestApp, fault: &Value, probability: f64) {
     for system in SYSTEMS {
         for (route, method) in write_routes(system) {
@@ -611,11 +620,7 @@ async fn a_slow_drip_past_the_request_timeout_is_a_transient_failure() {
     // timeout, after the write was applied.
     let app = fast_app(1).await;
     let fault = json!({ "kind": "slow_drip", "chunk_bytes": 4, "interval_millis": 100 });
-    for system in SYSTEMS {
-        for (route, method) in write_routes(system) {
-            add_fault(&app, system, rule(&fault, json!({ "route": route, "method": method, "times": 1 }))).await;
-        }
-    }
+    on_first_writes(&app, &fault).await;
     let journeys = journeys(&app, 2).await;
     let struck = fault_then_recovery(&app, &journeys).await;
     assert_delivered_once_and_in_order(&app, &journeys).await;
@@ -632,11 +637,7 @@ async fn latency_past_the_request_timeout_is_a_transient_failure() {
     // waits 1 s.
     let app = fast_app(1).await;
     let fault = json!({ "kind": "latency", "millis": 1500 });
-    for system in SYSTEMS {
-        for (route, method) in write_routes(system) {
-            add_fault(&app, system, rule(&fault, json!({ "route": route, "method": method, "times": 1 }))).await;
-        }
-    }
+    on_first_writes(&app, &fault).await;
     let journeys = journeys(&app, 2).await;
     let struck = fault_then_recovery(&app, &journeys).await;
     assert_delivered_once_and_in_order(&app, &journeys).await;

@@ -9,7 +9,7 @@
 //! rules do not allow is left out (the measure is still recorded) and the
 //! inbox entry says why.
 
-use super::{Source, padded};
+use super::{Source, padded, store_error};
 use crate::{
     api::participants::Clock,
     domain::{
@@ -52,8 +52,8 @@ impl Source for ArenaFeed {
 
     async fn fetch(&self) -> Result<usize, TargetError> {
         let mut added = 0;
+        let mut after = self.store.inbound_cursor("arena").await.map_err(store_error)?.unwrap_or_default();
         loop {
-            let after = self.store.inbound_cursor("arena").await.map_err(store_error)?.unwrap_or_default();
             let page = self.arena.changes(&after, PAGE).await?;
             let entries = page
                 .items
@@ -67,9 +67,10 @@ impl Source for ArenaFeed {
                 })
                 .collect::<Result<Vec<_>, TargetError>>()?;
             let cursor = (!page.items.is_empty()).then(|| normalise(&page.siste_pos)).transpose()?;
-            added += self.store.receive_inbound("arena", entries, cursor).await.map_err(store_error)?;
-            if !page.has_more || page.items.is_empty() {
-                return Ok(added);
+            added += self.store.receive_inbound("arena", entries, cursor.clone()).await.map_err(store_error)?;
+            match cursor {
+                Some(next) if page.has_more => after = next,
+                _ => return Ok(added),
             }
         }
     }
@@ -96,10 +97,6 @@ impl Source for ArenaFeed {
             Ok(Change::Deleted(row)) => self.participation(row, true).await,
         }
     }
-}
-
-fn store_error(e: crate::error::Error) -> TargetError {
-    TargetError::Transient(format!("the gateway's database: {e}"))
 }
 
 /// Positions are compared as text: pad them the same way whatever Arena sends.
@@ -158,18 +155,19 @@ impl ArenaFeed {
         Ok(Settle::Apply {
             entity,
             refs: vec![(PERSON_REF.to_owned(), row.person_id.to_string())],
-            mutation: Mutation {
+            mutation: Box::new(Mutation {
                 id,
                 expected_etag: None,
                 idempotency: None,
                 kind: ChangeKind("measure.from_arena"),
                 origin: Origin::Arena,
                 actor: "arena".into(),
+                kommuner: None,
                 apply: Box::new(move |p| {
                     apply_measure(p, measure, began_work, today, now);
                     Ok(())
                 }),
-            },
+            }),
         })
     }
 }

@@ -148,6 +148,11 @@ fn retry(item: &InboxItem, error: TargetError, policy: &RetryPolicy) -> Settle {
     Settle::Retry { error, at: chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default() }
 }
 
+/// The gateway's own database failing is a passing failure of the feed.
+pub(crate) fn store_error(e: crate::error::Error) -> TargetError {
+    TargetError::Transient(format!("the gateway's database: {e}"))
+}
+
 /// A 20-digit position, so that text order is feed order.
 pub(crate) fn padded(position: u64) -> String {
     format!("{position:020}")

@@ -7,7 +7,7 @@
 //! position. Both land in the inbox under NOKUT's sequence number, so a
 //! change that comes both ways is kept once.
 
-use super::{Source, padded};
+use super::{Source, padded, store_error};
 use crate::{
     domain::dates,
     store::{ChangeKind, InboxEntry, InboxItem, Mutation, Origin, Settle, Store},
@@ -44,17 +44,18 @@ impl Source for NokutFeed {
 
     async fn fetch(&self) -> Result<usize, TargetError> {
         let mut added = 0;
+        let cursor = self.store.inbound_cursor("nokut").await.map_err(store_error)?;
+        let mut after = cursor.and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
         loop {
-            let after = self.store.inbound_cursor("nokut").await.map_err(store_error)?;
-            let after = after.and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
             let page = self.nokut.changes(after, PAGE).await?;
             let full = page.endringer.len() == PAGE;
             let entries: Vec<_> = page.endringer.into_iter().map(entry).collect();
             let cursor = (page.siste_sekvens > after).then(|| padded(page.siste_sekvens));
             added += self.store.receive_inbound("nokut", entries, cursor).await.map_err(store_error)?;
-            if !full {
+            if !full || page.siste_sekvens <= after {
                 return Ok(added);
             }
+            after = page.siste_sekvens;
         }
     }
 
@@ -76,13 +77,14 @@ impl Source for NokutFeed {
         Ok(Settle::Apply {
             entity: format!("sak {number}"),
             refs: Vec::new(),
-            mutation: Mutation {
+            mutation: Box::new(Mutation {
                 id,
                 expected_etag: None,
                 idempotency: None,
                 kind: ChangeKind("recognition.updated"),
                 origin: Origin::Nokut,
                 actor: "nokut".into(),
+                kommuner: None,
                 apply: Box::new(move |p| {
                     let case = p.recognition_cases.iter_mut().find(|c| c.case_number == number).ok_or_else(|| {
                         crate::error::Error::precondition(
@@ -96,13 +98,9 @@ impl Source for NokutFeed {
                     case.decision_date = update.decision_date.map(dates::to_proto);
                     Ok(())
                 }),
-            },
+            }),
         })
     }
-}
-
-fn store_error(e: crate::error::Error) -> TargetError {
-    TargetError::Transient(format!("the gateway's database: {e}"))
 }
 
 /// Why a webhook was refused.

@@ -74,6 +74,10 @@ pub struct Mutation {
     pub kind: ChangeKind,
     pub origin: Origin,
     pub actor: String,
+    /// The kommuner the writer acts for (`None`: every kommune). A
+    /// participant of another kommune is NOT_FOUND, before the etag is
+    /// looked at, and cannot be moved out of these kommuner.
+    pub kommuner: Option<Vec<String>>,
     pub apply: Mutator,
 }
 
@@ -214,7 +218,7 @@ pub enum Settle {
     /// `entity` was applied already. A mutation that changes nothing stores
     /// no new version. `refs` are remembered as (system, reference) for the
     /// mutation's participant.
-    Apply { entity: String, mutation: Mutation, refs: Vec<(String, String)> },
+    Apply { entity: String, mutation: Box<Mutation>, refs: Vec<(String, String)> },
     /// Remember an Arena measure instance (later ones win).
     Instance(MeasureInstance),
     /// Nothing to do, and why. With an `entity`, the position still counts

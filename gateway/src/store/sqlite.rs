@@ -598,15 +598,27 @@ fn apply_mutation_if(
     let Some((current, record, national_id)) = row else {
         return Err(Error::not_found(resource_name(&m.id)));
     };
+    let mut p = decode(&record)?;
+    let within = |k: &str| m.kommuner.as_ref().is_none_or(|ks| ks.iter().any(|x| x == k));
+    // Another kommune's participant does not exist for this writer, whatever
+    // the etag says.
+    if !within(&p.kommunenummer) {
+        return Err(Error::not_found(resource_name(&m.id)));
+    }
     if let Some(etag) = &m.expected_etag
         && *etag != etag_for(current)
     {
         return Err(Error::StaleEtag { resource: resource_name(&m.id) });
     }
-    let mut p = decode(&record)?;
     p.national_id = national_id;
     let before = p.clone();
     (m.apply)(&mut p)?;
+    if !within(&p.kommunenummer) {
+        return Err(Error::PermissionDenied {
+            reason: "KOMMUNE_NOT_YOURS",
+            message: "a kommune cannot move a participant to a kommune it does not act for".into(),
+        });
+    }
     // Fields only the store sets cannot be changed by a mutator.
     p.name = before.name.clone();
     p.national_id = before.national_id.clone();
@@ -677,6 +689,18 @@ fn inbox_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<InboxItem> {
 const INBOX_COLUMNS: &str =
     "source, position, kind, body, status, attempts, participant_id, note, received_time, update_time";
 
+/// Records `position` as the latest change handled for `entity`, so that
+/// an older change of it is superseded (never moves backwards).
+fn advance_applied(c: &Connection, source: &str, entity: &str, position: &str) -> Result<(), Error> {
+    c.execute(
+        "INSERT INTO inbound_applied (source, entity, position) VALUES (?1, ?2, ?3)
+         ON CONFLICT (source, entity) DO UPDATE SET position = excluded.position
+         WHERE excluded.position > inbound_applied.position",
+        params![source, entity, position],
+    )?;
+    Ok(())
+}
+
 /// Settles one inbox entry inside a transaction.
 fn settle(c: &Connection, source: &str, position: &str, settle: Settle, targets: &[String]) -> Result<Settled, Error> {
     let now = Utc::now();
@@ -716,12 +740,8 @@ fn settle(c: &Connection, source: &str, position: &str, settle: Settle, targets:
                 )?;
                 return Ok(Settled::Superseded);
             }
-            let committed = apply_mutation_if(c, mutation, now, targets, true)?;
-            c.execute(
-                "INSERT INTO inbound_applied (source, entity, position) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (source, entity) DO UPDATE SET position = excluded.position",
-                params![source, entity, position],
-            )?;
+            let committed = apply_mutation_if(c, *mutation, now, targets, true)?;
+            advance_applied(c, source, &entity, position)?;
             for (system, reference) in refs {
                 c.execute(
                     "INSERT INTO external_refs (system, reference, participant_id) VALUES (?1, ?2, ?3)
@@ -750,12 +770,7 @@ fn settle(c: &Connection, source: &str, position: &str, settle: Settle, targets:
         }
         Settle::Ignore { reason, entity } => {
             if let Some(entity) = entity {
-                c.execute(
-                    "INSERT INTO inbound_applied (source, entity, position) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (source, entity) DO UPDATE SET position = excluded.position
-                     WHERE excluded.position > inbound_applied.position",
-                    params![source, entity, position],
-                )?;
+                advance_applied(c, source, &entity, position)?;
             }
             mark("ignored", Some(&reason), None)?;
             Ok(Settled::Ignored)
@@ -1169,6 +1184,7 @@ mod tests {
             kind: ChangeKind("test.changed"),
             origin: Origin::Api,
             actor: "test".into(),
+            kommuner: None,
             apply: Box::new(apply),
         }
     }
@@ -1413,10 +1429,10 @@ mod tests {
 
         let set_name = |n: &'static str| Settle::Apply {
             entity: "e".into(),
-            mutation: mutation("a", move |p| {
+            mutation: Box::new(mutation("a", move |p| {
                 p.given_name = n.into();
                 Ok(())
-            }),
+            })),
             refs: vec![("arena_person".into(), "7".into())],
         };
         // The newer change first (the older one was waiting for a retry).
@@ -1437,13 +1453,13 @@ mod tests {
         store.receive_inbound("arena", vec![entry(5), entry(6)], None).await.unwrap();
         let ignore = Settle::Ignore { reason: "registered in error".into(), entity: Some("f".into()) };
         assert_eq!(store.settle_inbound("arena", &entry(6).position, ignore).await.unwrap(), Settled::Ignored);
-        let late = Settle::Apply { entity: "f".into(), mutation: mutation("a", |_| Ok(())), refs: vec![] };
+        let late = Settle::Apply { entity: "f".into(), mutation: Box::new(mutation("a", |_| Ok(()))), refs: vec![] };
         assert_eq!(store.settle_inbound("arena", &entry(5).position, late).await.unwrap(), Settled::Superseded);
 
         // Re-ingested, an echo of what the record holds stores no version.
         assert_eq!(store.reingest_inbound(Some("arena".into()), Some(entry(2).position)).await.unwrap(), 1);
         store.receive_inbound("arena", vec![entry(3)], None).await.unwrap();
-        let same = Settle::Apply { entity: "e".into(), mutation: mutation("a", |_| Ok(())), refs: vec![] };
+        let same = Settle::Apply { entity: "e".into(), mutation: Box::new(mutation("a", |_| Ok(()))), refs: vec![] };
         assert_eq!(store.settle_inbound("arena", &entry(3).position, same).await.unwrap(), Settled::Handled(None));
         assert_eq!(store.get("a").await.unwrap().unwrap().etag, etag_for(2));
 
