@@ -3,8 +3,12 @@
 
 use std::{env, fs, path::PathBuf};
 
-const PROTOS: &[&str] =
-    &["hurtigspor/v1/participant.proto", "hurtigspor/v1/participant_service.proto", "hurtigspor/v1/sync_service.proto"];
+const PROTOS: &[&str] = &[
+    "hurtigspor/v1/participant.proto",
+    "hurtigspor/v1/participant_service.proto",
+    "hurtigspor/v1/sync_service.proto",
+    "hurtigspor/v1/audit_service.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for path in ["hurtigspor", "google", "build.rs"] {

@@ -361,7 +361,7 @@ async fn start() -> App {
     let gateway = Gateway::build(config, Clock::system()).await.expect("the gateway builds");
     let (addr, metrics) = (gateway.local_addr(), gateway.metrics());
     let token = gateway.dev_tokens().expect("dev mode makes tokens")["admin"].as_str().unwrap().to_owned();
-    let token = hurtigspor_gateway::auth::BearerToken::new(&token).unwrap();
+    let token = hurtigspor_gateway::auth::BearerToken::new(&token).unwrap().with_purpose("bench").unwrap();
     let mocks = gateway.mock_urls().into_iter().collect();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(gateway.run(async move {

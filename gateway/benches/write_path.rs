@@ -1,5 +1,7 @@
 //! The durable write path: how many acknowledged writes a second, one at a
-//! time (the baseline) and with many concurrent callers sharing commits.
+//! time (the baseline) and with many concurrent callers sharing commits; and
+//! what auditing costs a read (a read is answered after its audit entry is
+//! committed), against the same read unaudited.
 //!
 //! Run: `cargo bench -p hurtigspor-gateway --bench write_path`
 //! (optional: `-- <writes per run>`, default 4000). Figures are ratios against
@@ -8,6 +10,7 @@
 use hurtigspor_gateway::{
     Gateway,
     api::participants::Clock,
+    audit::{AuditEntry, AuditKey},
     config::Config,
     domain::national_id::testing::synthetic_fnr,
     store::{NewParticipant, Origin, Store, sqlite::SqliteStore},
@@ -70,7 +73,7 @@ async fn store_level(total: usize) {
     let mut baseline = None;
     for concurrency in CONCURRENCY {
         let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
-        let (store, _) = SqliteStore::open(&dir.path().join("bench.db")).unwrap();
+        let (store, _) = SqliteStore::open(&dir.path().join("bench.db"), AuditKey::new(rand::random())).unwrap();
         let store = Arc::new(store);
         let s = store.clone();
         let rate = drive(total, concurrency, move |n| {
@@ -85,6 +88,12 @@ async fn store_level(total: usize) {
                     idempotency: None,
                     origin: Origin::Api,
                     actor: "bench".into(),
+                    // As every API write: audited in the same transaction.
+                    audit: Some(AuditEntry {
+                        organisation: "0192:900000014".into(),
+                        method: "ParticipantService/CreateParticipant".into(),
+                        ..Default::default()
+                    }),
                 })
                 .await
                 .expect("create");
@@ -124,7 +133,7 @@ async fn grpc_level(total: usize) {
             tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
         let client = ParticipantServiceClient::with_interceptor(
             channel,
-            hurtigspor_gateway::auth::BearerToken::new(&token).unwrap(),
+            hurtigspor_gateway::auth::BearerToken::new(&token).unwrap().with_purpose("bench").unwrap(),
         );
         let rate = drive(total, concurrency, move |n| {
             let mut c = client.clone();
@@ -156,11 +165,65 @@ async fn grpc_level(total: usize) {
     }
 }
 
+/// Reads: `get` alone, and `get` plus its audit entry (what every API read
+/// does), one at a time and with many callers sharing the audit commits.
+async fn audited_reads(total: usize) {
+    println!("store: reads, unaudited and audited (entry committed before the answer), {total} reads per run");
+    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
+    let (store, _) = SqliteStore::open(&dir.path().join("reads.db"), AuditKey::new(rand::random())).unwrap();
+    let store = Arc::new(store);
+    const PEOPLE: usize = 1000;
+    for n in 0..PEOPLE {
+        let hash: [u8; 32] = rand::random();
+        store
+            .create(NewParticipant {
+                id: format!("{n:032x}"),
+                national_id: format!("{n:011}"),
+                national_id_hash: hash.to_vec(),
+                record: record(n),
+                idempotency: None,
+                origin: Origin::Api,
+                actor: "bench".into(),
+                audit: None,
+            })
+            .await
+            .unwrap();
+    }
+    let mut baseline = None;
+    for (audited, concurrency) in [(false, 1), (true, 1), (false, 64), (true, 64)] {
+        let s = store.clone();
+        let rate = drive(total, concurrency, move |n| {
+            let s = s.clone();
+            async move {
+                let id = format!("{:032x}", n % PEOPLE);
+                s.get(&id).await.unwrap().expect("present");
+                if audited {
+                    let entry = AuditEntry {
+                        organisation: "0192:900000014".into(),
+                        method: "ParticipantService/GetParticipant".into(),
+                        participant_id: Some(id),
+                        purpose: Some("bench".into()),
+                        outcome: "OK".into(),
+                        ..Default::default()
+                    };
+                    s.audit(vec![entry]).await.unwrap();
+                }
+            }
+        })
+        .await;
+        let base = *baseline.get_or_insert(rate);
+        let what = if audited { "audited  " } else { "unaudited" };
+        println!("  {what} concurrency {concurrency:>3}: {rate:>8.0} reads/s  {:>5.2}x baseline", rate / base);
+    }
+    store.close().await;
+}
+
 fn main() {
     let total: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(4000);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         store_level(total).await;
+        audited_reads(total).await;
         grpc_level(total).await;
     });
 }

@@ -30,6 +30,8 @@ pub enum Scope {
     SyncAdmin,
     /// Reports.
     ReportsRead,
+    /// The audit log (administrators only).
+    AuditRead,
 }
 
 impl Scope {
@@ -39,10 +41,12 @@ impl Scope {
             Self::ParticipantsWrite => "hurtigspor:participants.write",
             Self::SyncAdmin => "hurtigspor:sync.admin",
             Self::ReportsRead => "hurtigspor:reports.read",
+            Self::AuditRead => "hurtigspor:audit.read",
         }
     }
 
-    pub const ALL: [Scope; 4] = [Self::ParticipantsRead, Self::ParticipantsWrite, Self::SyncAdmin, Self::ReportsRead];
+    pub const ALL: [Scope; 5] =
+        [Self::ParticipantsRead, Self::ParticipantsWrite, Self::SyncAdmin, Self::ReportsRead, Self::AuditRead];
 }
 
 /// What an organisation is to the gateway.
@@ -134,6 +138,19 @@ pub fn administrator<T>(request: &Request<T>) -> Result<Caller, Status> {
         return Err(Error::PermissionDenied {
             reason: "ROLE_NOT_ALLOWED",
             message: "failed deliveries, replays and the inbox are for the gateway's operators".into(),
+        }
+        .into());
+    }
+    Ok(who)
+}
+
+/// The caller of an audit log query: an administrator with the audit scope.
+pub fn auditor<T>(request: &Request<T>) -> Result<Caller, Status> {
+    let who = caller(request, Scope::AuditRead)?;
+    if who.role != Role::Admin {
+        return Err(Error::PermissionDenied {
+            reason: "ROLE_NOT_ALLOWED",
+            message: "the audit log is for the gateway's administrators".into(),
         }
         .into());
     }
@@ -519,25 +536,38 @@ pub mod dev {
 
 /// Client side: adds `authorization: Bearer <token>` to every request.
 #[derive(Clone)]
-pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+pub struct BearerToken {
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    purpose: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
 
 impl BearerToken {
     pub fn new(token: &str) -> anyhow::Result<Self> {
         let value =
             format!("Bearer {}", token.trim()).parse().map_err(|_| anyhow::anyhow!("the token is not ASCII"))?;
-        Ok(Self(Some(value)))
+        Ok(Self { token: Some(value), purpose: None })
     }
 
     /// Sends no credentials (for health checks, or to see a refusal).
     pub fn none() -> Self {
-        Self(None)
+        Self { token: None, purpose: None }
+    }
+
+    /// Sends this `purpose` header with every request (see
+    /// [`crate::audit::parse_purpose`]).
+    pub fn with_purpose(mut self, purpose: &str) -> anyhow::Result<Self> {
+        self.purpose = Some(purpose.parse().map_err(|_| anyhow::anyhow!("the purpose is not ASCII"))?);
+        Ok(self)
     }
 }
 
 impl Interceptor for BearerToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
+        if let Some(value) = &self.token {
             request.metadata_mut().insert("authorization", value.clone());
+        }
+        if let Some(value) = &self.purpose {
+            request.metadata_mut().insert(crate::audit::PURPOSE_HEADER, value.clone());
         }
         Ok(request)
     }

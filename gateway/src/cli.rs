@@ -67,8 +67,32 @@ pub enum Command {
         /// in the default data directory (.hurtigspor-dev/dev-tokens.json).
         #[arg(long, global = true, env = "HURTIGSPOR_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Why you read or change a person, written to the audit log: a
+        /// short code such as `case-processing`. Required to read a person.
+        #[arg(long, global = true, env = "HURTIGSPOR_PURPOSE")]
+        purpose: Option<String>,
         #[command(subcommand)]
         command: ParticipantsCommand,
+    },
+    /// Work with the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the audit log's hash chain. Exits 0 when intact, 2 when broken
+    /// (naming the first broken entry), 1 when it cannot be checked.
+    Verify {
+        /// TOML config file, for the key the chain is made with (in dev, the
+        /// key under <data-dir>/secrets is used).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Where the SQLite file lives.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -156,8 +180,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config =
                 Config::load(config.as_deref(), Config::default(), Overrides { data_dir, ..Default::default() })?;
             let path = config.database_path();
-            let (store, report) =
-                SqliteStore::open(&path).with_context(|| format!("cannot migrate {}", path.display()))?;
+            // Migrating appends nothing to the audit log: no key is needed.
+            let (store, report) = SqliteStore::open(&path, crate::audit::AuditKey::new(rand::random()))
+                .with_context(|| format!("cannot migrate {}", path.display()))?;
             crate::store::Store::close(&store).await;
             if report.applied.is_empty() {
                 println!("{}: schema is up to date (version {})", path.display(), report.current);
@@ -171,12 +196,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Participants { server, token, command } => {
+        Command::Participants { server, token, purpose, command } => {
             let token = match token {
                 Some(t) => t,
                 None => dev_token(Path::new(".hurtigspor-dev"), "admin")?,
             };
-            participants(&server, &token, command).await
+            participants(&server, &token, purpose.as_deref(), command).await
+        }
+        Command::Audit { command: AuditCommand::Verify { config, data_dir } } => {
+            // Without a config, a data directory of a dev gateway: its keys
+            // were generated there.
+            let defaults = if config.is_none() { Config::dev_defaults() } else { Config::default() };
+            let config = Config::load(config.as_deref(), defaults, Overrides { data_dir, ..Default::default() })?;
+            verify_audit(&config)
         }
     }
 }
@@ -229,7 +261,8 @@ async fn serve(config: Config, dev: bool, seed: u32) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let token = gateway_token.unwrap_or_default();
             if let Err(e) = seed_participants(&server, &token, seed).await {
-                eprintln!("seeding stopped: {e:#}");
+                // On stdout, with the progress it ends.
+                println!("seeding stopped: {e:#}");
             }
         });
     }
@@ -245,7 +278,7 @@ async fn seed_participants(server: &str, token: &str, n: u32) -> anyhow::Result<
     };
     use indicatif::{ProgressBar, ProgressStyle};
     let channel = tonic::transport::Endpoint::from_shared(server.to_owned())?.connect().await?;
-    let bearer = BearerToken::new(token)?;
+    let bearer = BearerToken::new(token)?.with_purpose("seeding")?;
     let mut client = ParticipantServiceClient::with_interceptor(channel.clone(), bearer.clone());
     let mut sync = SyncServiceClient::with_interceptor(channel, bearer);
     let style = ProgressStyle::with_template("  {msg:<24} [{bar:30}] {pos}/{len} ({elapsed})")?.progress_chars("=> ");
@@ -418,11 +451,68 @@ pub fn dev_token(data_dir: &Path, name: &str) -> anyhow::Result<String> {
     tokens[name].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("{} has no `{name}` token", path.display()))
 }
 
-async fn participants(server: &str, token: &str, command: ParticipantsCommand) -> anyhow::Result<()> {
+/// `audit verify`: checks the chain, with progress on stderr for long logs.
+fn verify_audit(config: &Config) -> anyhow::Result<()> {
+    let path = config.database_path();
+    if !path.exists() {
+        bail!("no database at {}; pass the gateway's --data-dir (or --config)", path.display());
+    }
+    let dev_key = config.data_dir.join("secrets").join("master.key");
+    if config.security.national_id_key.is_none() && !dev_key.exists() {
+        bail!(
+            "cannot find the key the audit log is chained with: pass --config with security.national_id_key \
+             (or set HURTIGSPOR__SECURITY__NATIONAL_ID_KEY), as the gateway was started with"
+        );
+    }
+    let keys = crate::keys::Keys::load(config)?;
+    let result = crate::store::sqlite::verify_audit_log(&path, &keys.audit_key(), 100_000, |checked, total| {
+        eprintln!("checked {checked}/{total} entries");
+    })
+    .with_context(|| format!("cannot read the audit log in {}", path.display()))?;
+    match result {
+        Ok(head) => {
+            println!(
+                "audit log intact: {} entries; head is entry {} with hash {}",
+                head.entries,
+                head.sequence,
+                hex::encode(&head.hash)
+            );
+            println!(
+                "(entries removed from the end cannot be told from a shorter log: compare the head with one recorded earlier)"
+            );
+            Ok(())
+        }
+        Err(broken) => {
+            eprintln!("audit log BROKEN at entry {}: {broken}", broken.sequence());
+            eprintln!(
+                "entries before {} are intact; restore the database from a backup to see what changed",
+                broken.sequence()
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn participants(
+    server: &str,
+    token: &str,
+    purpose: Option<&str>,
+    command: ParticipantsCommand,
+) -> anyhow::Result<()> {
+    let reads = !matches!(command, ParticipantsCommand::Create { .. });
+    if reads && purpose.is_none() {
+        bail!(
+            "reading a person needs a purpose for the audit log: pass --purpose <code>, e.g. --purpose case-processing"
+        );
+    }
     let channel = tonic::transport::Endpoint::from_shared(server.to_owned())?.connect().await.with_context(|| {
         format!("cannot reach a gateway at {server}; start one with `cargo run -- dev` or pass --server")
     })?;
-    let mut client = ParticipantServiceClient::with_interceptor(channel, BearerToken::new(token)?);
+    let mut interceptor = BearerToken::new(token)?;
+    if let Some(p) = purpose {
+        interceptor = interceptor.with_purpose(p)?;
+    }
+    let mut client = ParticipantServiceClient::with_interceptor(channel, interceptor);
     match command {
         ParticipantsCommand::Create {
             national_id,

@@ -17,6 +17,7 @@ pub struct Keys {
     national_id: [u8; 32],
     fingerprint: [u8; 32],
     page_token: [u8; 32],
+    audit: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -40,6 +41,7 @@ impl Keys {
             national_id: mac(master, &[b"hurtigspor national-id v1"]),
             fingerprint: mac(master, &[b"hurtigspor request-fingerprint v1"]),
             page_token: mac(master, &[b"hurtigspor page-token v1"]),
+            audit: mac(master, &[b"hurtigspor audit-chain v1"]),
         }
     }
 
@@ -69,6 +71,11 @@ impl Keys {
 
     pub fn sign_page_token(&self, body: &[u8]) -> [u8; 32] {
         mac(&self.page_token, &[body])
+    }
+
+    /// The key that chains the audit log.
+    pub fn audit_key(&self) -> crate::audit::AuditKey {
+        crate::audit::AuditKey::new(self.audit)
     }
 }
 

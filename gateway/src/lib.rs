@@ -2,6 +2,7 @@
 //! the introduction programme, served over gRPC and stored durably.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

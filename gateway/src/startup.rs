@@ -1,7 +1,10 @@
 //! Build binds and returns the real address; run serves until shutdown.
 
 use crate::{
-    api::participants::{Clock, ParticipantApi},
+    api::{
+        audit::AuditApi,
+        participants::{Clock, ParticipantApi},
+    },
     auth::{Authenticate, Authenticator},
     config::{Config, Mode},
     domain::{national_id::IdMode, participant::Rules},
@@ -29,7 +32,8 @@ use hurtigspor_mocks::{
     server::{MockSystem, RunningMock},
 };
 use hurtigspor_proto::v1::{
-    participant_service_server::ParticipantServiceServer, sync_service_server::SyncServiceServer,
+    audit_service_server::AuditServiceServer, participant_service_server::ParticipantServiceServer,
+    sync_service_server::SyncServiceServer,
 };
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
@@ -44,6 +48,7 @@ pub struct Gateway {
     http: Option<(TcpListener, SocketAddr)>,
     store: Arc<SqliteStore>,
     api: ParticipantApi,
+    audit_api: AuditApi,
     config: Config,
     dispatcher: Arc<Dispatcher>,
     feeds: Feeds,
@@ -191,7 +196,7 @@ impl Gateway {
             targets(&config, &metrics).await?;
         let wake = Arc::new(tokio::sync::Notify::new());
         let sync = SyncConfig { targets: targets.iter().map(|t| t.name().to_owned()).collect(), wake: wake.clone() };
-        let (store, report) = SqliteStore::open_with_sync(&path, sync)
+        let (store, report) = SqliteStore::open_with_sync(&path, sync, keys.audit_key())
             .with_context(|| format!("cannot open the database at {}", path.display()))?;
         if !report.applied.is_empty() {
             tracing::info!(applied = ?report.applied, schema = report.current, "database migrated");
@@ -209,6 +214,7 @@ impl Gateway {
             config.limits.clone(),
             clock.clone(),
         );
+        let audit_api = AuditApi::new(store.clone() as Arc<dyn Store>, keys.clone(), config.limits.clone());
         let feeds = Feeds {
             arena: arena.map(|arena| {
                 Arc::new(ArenaFeed { arena, store: store.clone() as Arc<dyn Store>, keys, id_mode, clock })
@@ -236,7 +242,21 @@ impl Gateway {
             None => None,
         };
         let dispatcher = Arc::new(Dispatcher::new(store.clone() as Arc<dyn Store>, targets, wake, &config.sync));
-        Ok(Self { listener, addr, http, store, api, config, dispatcher, feeds, mocks, metrics, auth, dev_tokens })
+        Ok(Self {
+            listener,
+            addr,
+            http,
+            store,
+            api,
+            audit_api,
+            config,
+            dispatcher,
+            feeds,
+            mocks,
+            metrics,
+            auth,
+            dev_tokens,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -287,6 +307,7 @@ impl Gateway {
             authenticate.clone(),
         );
         let reflection = InterceptedService::new(reflection, authenticate.clone());
+        let audit = InterceptedService::new(AuditServiceServer::new(self.audit_api), authenticate.clone());
         health_reporter.set_serving::<SyncServiceServer<crate::api::sync::SyncApi>>().await;
         let participants = InterceptedService::new(
             ParticipantServiceServer::new(self.api)
@@ -350,6 +371,7 @@ impl Gateway {
             .add_service(reflection)
             .add_service(participants)
             .add_service(sync)
+            .add_service(audit)
             // Without TCP_NODELAY every small response waits for the peer's
             // delayed ACK (about 40 ms on Linux).
             .serve_with_incoming_shutdown(

@@ -199,6 +199,12 @@ impl Dispatcher {
                 origin: Origin::Nokut,
                 actor: "nokut".to_owned(),
                 kommuner: None,
+                audit: Some(crate::audit::AuditEntry {
+                    organisation: "nokut".into(),
+                    method: "reference/nokut".into(),
+                    purpose: Some("sync".into()),
+                    ..Default::default()
+                }),
                 apply: Box::new(move |p| {
                     for (case_id, number) in numbers {
                         if let Some(case) = p.recognition_cases.iter_mut().find(|c| c.id == case_id) {

@@ -55,7 +55,10 @@ type Client = ParticipantServiceClient<InterceptedService<Channel, BearerToken>>
 /// A client of the dev gateway at `addr` with its admin token.
 async fn connect(addr: &str, data_dir: &std::path::Path) -> Client {
     let channel = Channel::from_shared(addr.to_owned()).unwrap().connect().await.unwrap();
-    ParticipantServiceClient::with_interceptor(channel, BearerToken::new(&dev_token(data_dir, "admin")).unwrap())
+    ParticipantServiceClient::with_interceptor(
+        channel,
+        BearerToken::new(&dev_token(data_dir, "admin")).unwrap().with_purpose("case-processing").unwrap(),
+    )
 }
 
 /// Starts `hurtigspor dev` on a free port and returns it with its address.
@@ -184,7 +187,7 @@ fn migrate_applies_once() {
     let data = dir.path().to_str().unwrap();
     let first = hurtigspor(&["migrate", "--data-dir", data], "");
     assert!(first.status.success(), "{}", text(&first.stderr));
-    assert!(text(&first.stdout).contains("applied migrations [1, 2, 3]"), "{}", text(&first.stdout));
+    assert!(text(&first.stdout).contains("applied migrations [1, 2, 3, 4]"), "{}", text(&first.stdout));
     let again = hurtigspor(&["migrate", "--data-dir", data], "");
     assert!(text(&again.stdout).contains("up to date"), "{}", text(&again.stdout));
 }
@@ -218,8 +221,15 @@ async fn the_client_subcommands_work_against_a_dev_gateway() {
                 ],
                 &format!("{national_id}\n"),
             );
-            let list = hurtigspor(&["participants", "--server", &addr, "list", "--kommune", "4601"], "");
-            let lookup = hurtigspor(&["participants", "--server", &addr, "lookup"], &national_id);
+            let list = hurtigspor(
+                &["participants", "--server", &addr, "--purpose", "case-processing", "list", "--kommune", "4601"],
+                "",
+            );
+            let lookup = hurtigspor(
+                &["participants", "--server", &addr, "--purpose", "case-processing", "lookup"],
+                &national_id,
+            );
+            let no_purpose = hurtigspor(&["participants", "--server", &addr, "list"], "");
             let bad = hurtigspor(
                 &[
                     "participants",
@@ -239,14 +249,14 @@ async fn the_client_subcommands_work_against_a_dev_gateway() {
                 ],
                 &national_id,
             );
-            (create, list, lookup, bad)
+            (create, list, lookup, bad, no_purpose)
         }
     })
     .await
     .unwrap();
     let refused = tokio::task::spawn_blocking({
         let addr = addr.clone();
-        move || hurtigspor_as(Some("not-a-token"), &["participants", "--server", &addr, "list"], "")
+        move || hurtigspor_as(Some("not-a-token"), &["participants", "--server", &addr, "--purpose", "x", "list"], "")
     })
     .await
     .unwrap();
@@ -255,7 +265,9 @@ async fn the_client_subcommands_work_against_a_dev_gateway() {
     child.kill().unwrap();
     child.wait().unwrap();
 
-    let (create, list, lookup, bad) = out;
+    let (create, list, lookup, bad, no_purpose) = out;
+    assert!(!no_purpose.status.success());
+    assert!(text(&no_purpose.stderr).contains("--purpose"), "{}", text(&no_purpose.stderr));
     let created = text(&create.stdout);
     assert!(create.status.success(), "{}", text(&create.stderr));
     assert!(created.starts_with("participants/"), "{created}");
@@ -269,11 +281,59 @@ async fn the_client_subcommands_work_against_a_dev_gateway() {
     assert!(text(&lookup.stdout).starts_with(&name), "{}", text(&lookup.stdout));
     assert!(!bad.status.success());
     assert!(text(&bad.stderr).contains("participant.kommunenummer"), "{}", text(&bad.stderr));
+
+    // The audit log holds what the client did, and `audit verify` checks it.
+    let verify = || {
+        Command::new(env!("CARGO_BIN_EXE_hurtigspor"))
+            .args(["audit", "verify", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let intact = verify();
+    assert!(intact.status.success(), "{}", text(&intact.stderr));
+    assert!(text(&intact.stdout).contains("audit log intact"), "{}", text(&intact.stdout));
+    let db = rusqlite::Connection::open(dir.path().join("hurtigspor.db")).unwrap();
+    let methods: Vec<String> = db
+        .prepare(
+            "SELECT method || ' ' || outcome FROM audit_log WHERE organisation = '0192:900000022' ORDER BY sequence",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        methods,
+        [
+            "ParticipantService/CreateParticipant OK",
+            "ParticipantService/ListParticipants OK",
+            "ParticipantService/LookupParticipant OK",
+            "ParticipantService/CreateParticipant INVALID_ARGUMENT",
+        ]
+    );
+    // Someone with access to the database changes who read the person.
+    db.execute_batch(
+        "DROP TRIGGER audit_log_no_update;
+         UPDATE audit_log SET organisation = '0192:900000014'
+         WHERE method = 'ParticipantService/LookupParticipant';",
+    )
+    .unwrap();
+    let edited: i64 = db
+        .query_row("SELECT sequence FROM audit_log WHERE method = 'ParticipantService/LookupParticipant'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    drop(db);
+    let broken = verify();
+    assert_eq!(broken.status.code(), Some(2), "{}", text(&broken.stderr));
+    assert!(text(&broken.stderr).contains(&format!("BROKEN at entry {edited}:")), "{}", text(&broken.stderr));
 }
 
 #[test]
 fn the_client_says_what_to_do_when_no_gateway_answers() {
-    let out = hurtigspor_as(Some("t"), &["participants", "--server", "http://127.0.0.1:1", "list"], "");
+    let out =
+        hurtigspor_as(Some("t"), &["participants", "--server", "http://127.0.0.1:1", "--purpose", "x", "list"], "");
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("cargo run -- dev"), "{}", text(&out.stderr));
     let out = hurtigspor(&["participants", "--server", "http://127.0.0.1:1", "list"], "");

@@ -5,10 +5,11 @@ use crate::helpers::*;
 use hurtigspor_gateway::auth::{BearerToken, Claims, OrgClaim, dev};
 use hurtigspor_proto::v1::{
     CreateParticipantRequest, EndMeasureRequest, EndProgrammeRequest, GetParticipantRequest, GetSyncStatusRequest,
-    ListFailedDeliveriesRequest, ListInboundChangesRequest, ListParticipantsRequest, LookupParticipantRequest,
-    OpenRecognitionCaseRequest, RecordCompetenceMappingRequest, RecordMeasureRequest, ReingestInboundChangesRequest,
-    RetryDeliveriesRequest, TransitionHurtigsporRequest, UpdateIndividualPlanRequest, UpdateParticipantRequest,
-    WatchChangesRequest, participant_service_client::ParticipantServiceClient, sync_service_client::SyncServiceClient,
+    ListAuditEntriesRequest, ListFailedDeliveriesRequest, ListInboundChangesRequest, ListParticipantsRequest,
+    LookupParticipantRequest, OpenRecognitionCaseRequest, RecordCompetenceMappingRequest, RecordMeasureRequest,
+    ReingestInboundChangesRequest, RetryDeliveriesRequest, TransitionHurtigsporRequest, UpdateIndividualPlanRequest,
+    UpdateParticipantRequest, WatchChangesRequest, audit_service_client::AuditServiceClient,
+    participant_service_client::ParticipantServiceClient, sync_service_client::SyncServiceClient,
 };
 use std::path::Path;
 use tonic::{Code, Status};
@@ -47,7 +48,8 @@ async fn call_every_method(app: &TestApp, token: Option<&str>, name: &str) -> Ve
         }
     };
     let mut p = ParticipantServiceClient::new(ch.clone());
-    let mut s = SyncServiceClient::new(ch);
+    let mut s = SyncServiceClient::new(ch.clone());
+    let mut a = AuditServiceClient::new(ch);
     let n = || name.to_owned();
     fn unit<T>(r: Result<tonic::Response<T>, Status>) -> Result<(), Status> {
         r.map(|_| ())
@@ -83,6 +85,7 @@ async fn call_every_method(app: &TestApp, token: Option<&str>, name: &str) -> Ve
         ("WatchChanges", unit(s.watch_changes(WatchChangesRequest::default()).await)),
         ("ListInboundChanges", unit(s.list_inbound_changes(ListInboundChangesRequest::default()).await)),
         ("ReingestInboundChanges", unit(s.reingest_inbound_changes(ReingestInboundChangesRequest::default()).await)),
+        ("ListAuditEntries", unit(a.list_audit_entries(ListAuditEntriesRequest::default()).await)),
     ]
 }
 

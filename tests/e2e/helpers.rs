@@ -262,11 +262,12 @@ pub fn token_for(data_dir: &Path, issuer: &str, who: &str, scopes: &[&str]) -> S
 }
 
 /// Every scope there is.
-pub const ALL_SCOPES: [&str; 4] = [
+pub const ALL_SCOPES: [&str; 5] = [
     "hurtigspor:participants.read",
     "hurtigspor:participants.write",
     "hurtigspor:sync.admin",
     "hurtigspor:reports.read",
+    "hurtigspor:audit.read",
 ];
 
 /// A dev-mode gateway on port 0 with a fresh database.
@@ -302,10 +303,16 @@ pub async fn spawn_with(dir: TempDir, config: Config) -> TestApp {
     TestApp { addr, mocks, http, client, token, dir, shutdown: Some(tx), server: Some(server) }
 }
 
-/// A channel to `addr` that sends `token`.
+/// The purpose the tests' clients send with every request.
+pub const PURPOSE: &str = "case-processing";
+
+/// A channel to `addr` that sends `token` and the purpose `PURPOSE`.
 pub async fn channel(addr: SocketAddr, token: &str) -> Authed {
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connects");
-    tonic::service::interceptor::InterceptedService::new(channel, BearerToken::new(token).unwrap())
+    tonic::service::interceptor::InterceptedService::new(
+        channel,
+        BearerToken::new(token).unwrap().with_purpose(PURPOSE).unwrap(),
+    )
 }
 
 pub async fn connect(addr: SocketAddr, token: &str) -> Client {

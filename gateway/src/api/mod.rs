@@ -1,10 +1,85 @@
 //! The gRPC API: request handling on top of the domain rules and the store.
 
+pub mod audit;
 pub mod pagination;
 pub mod participants;
 pub mod sync;
 
-use crate::error::Error;
+use crate::{audit::AuditEntry, auth::Caller, error::Error, store::Store};
+
+/// One request's audit entry: begun once the caller is known, completed
+/// with the participants it concerned and how it ended. A write hands the
+/// entry to the store, which appends it in the write's own transaction.
+pub struct RequestAudit {
+    entry: Option<AuditEntry>,
+    participants: Vec<String>,
+}
+
+impl RequestAudit {
+    /// `method` as `Service/Method`, e.g. `ParticipantService/GetParticipant`.
+    pub fn begin(who: &Caller, method: &'static str) -> Self {
+        let entry = AuditEntry {
+            organisation: format!("0192:{}", who.organisation),
+            vendor: who.vendor.as_ref().map(|v| format!("0192:{v}")),
+            method: method.to_owned(),
+            ..Default::default()
+        };
+        Self { entry: Some(entry), participants: Vec::new() }
+    }
+
+    pub fn purpose(&mut self, purpose: Option<String>) {
+        if let Some(e) = &mut self.entry {
+            e.purpose = purpose;
+        }
+    }
+
+    /// A participant the request concerns: one entry is written per
+    /// participant (one without a participant when there is none).
+    pub fn about(&mut self, participant_id: &str) {
+        self.participants.push(participant_id.to_owned());
+    }
+
+    /// Gives the entry to the store, which completes and appends it with
+    /// the write; `finish` then has nothing left to write.
+    pub fn hand_over(&mut self) -> Option<AuditEntry> {
+        self.entry.take()
+    }
+
+    /// Like `finish`, for a success whose detail says what was shown (e.g.
+    /// a stream's cursor range).
+    pub async fn finish_with_detail(mut self, store: &dyn Store, detail: Result<String, Error>) -> Result<(), Error> {
+        if let (Some(e), Ok(d)) = (&mut self.entry, &detail) {
+            e.detail = Some(d.clone());
+        }
+        self.finish(store, detail).await.map(|_| ())
+    }
+
+    /// Writes the entries and returns the request's result. A request that
+    /// succeeded but cannot be audited is answered UNAVAILABLE: no one reads
+    /// a person without a trace.
+    pub async fn finish<T>(self, store: &dyn Store, result: Result<T, Error>) -> Result<T, Error> {
+        let Some(mut entry) = self.entry else { return result };
+        let detail = entry.detail.take();
+        crate::audit::settle(&mut entry, &result);
+        if result.is_ok() {
+            entry.detail = detail;
+        }
+        let method = entry.method.clone();
+        let entries = if self.participants.is_empty() {
+            vec![entry]
+        } else {
+            self.participants.into_iter().map(|p| AuditEntry { participant_id: Some(p), ..entry.clone() }).collect()
+        };
+        match store.audit(entries).await {
+            Ok(()) => result,
+            Err(e) => {
+                tracing::error!(error = %e, method = %method, "the audit log could not be written; the request is refused");
+                result
+                    .and(Err(Error::Unavailable("the audit log cannot be written now, so no data is returned".into())))
+            }
+        }
+    }
+}
 
 /// The opaque part of `participants/{id}`: 32 lowercase hex characters.
 pub fn new_participant_id() -> String {

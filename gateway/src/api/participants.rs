@@ -1,7 +1,8 @@
 //! `hurtigspor.v1.ParticipantService`.
 
-use super::{check_request_id, new_participant_id, pagination, parse_name};
+use super::{RequestAudit, check_request_id, new_participant_id, pagination, parse_name};
 use crate::{
+    audit::{parse_purpose, require_purpose},
     auth::{Caller, Role, Scope, caller, writer},
     config::Limits,
     domain::{
@@ -107,17 +108,29 @@ impl ParticipantApi {
         p
     }
 
+    /// Parses the participant a request names, and notes it for the audit.
+    fn target(audit: &mut RequestAudit, name: &str) -> Result<String, Error> {
+        let id = parse_name(name, "name")?;
+        audit.about(&id);
+        Ok(id)
+    }
+
+    /// Writes the request's audit entries, then answers.
+    async fn respond<T>(&self, audit: RequestAudit, result: Result<T, Error>) -> Result<Response<T>, Status> {
+        Ok(Response::new(audit.finish(&*self.store, result).await?))
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn mutate(
         &self,
-        who: Caller,
-        name: &str,
+        who: &Caller,
+        audit: &mut RequestAudit,
+        id: String,
         etag: &str,
         idempotency: Option<IdempotencyKey>,
         kind: &'static str,
         apply: impl FnOnce(&mut Participant) -> Result<(), Error> + Send + 'static,
-    ) -> Result<Response<Participant>, Status> {
-        let id = parse_name(name, "name")?;
+    ) -> Result<Participant, Error> {
         let committed = self
             .store
             .mutate(Mutation {
@@ -129,16 +142,42 @@ impl ParticipantApi {
                 actor: who.actor(),
                 // A kommune writes its own participants only.
                 kommuner: (who.role == Role::Kommune).then(|| who.kommuner.clone()),
+                audit: audit.hand_over(),
                 apply: Box::new(apply),
             })
             .await?;
         tracing::info!(participant = %id, version = committed.version, replayed = committed.replayed, change = kind, "participant changed");
-        Ok(Response::new(self.present(committed.participant)))
+        Ok(self.present(committed.participant))
     }
 }
 
 fn required<'a, T>(value: Option<&'a T>, field: &str, what: &str) -> Result<&'a T, Error> {
     value.ok_or_else(|| Error::invalid(field, "REQUIRED", format!("is required: {what}")))
+}
+
+/// The audit method name of a ParticipantService method.
+macro_rules! method {
+    ($name:literal) => {
+        concat!("ParticipantService/", $name)
+    };
+}
+
+/// A write's caller and audit entry; a purpose is optional for writes.
+fn begin_write<T>(
+    request: &Request<T>,
+    nav_allowed: bool,
+    method: &'static str,
+) -> Result<(Caller, RequestAudit), Status> {
+    let who = writer(request, nav_allowed)?;
+    let audit = RequestAudit::begin(&who, method);
+    Ok((who, audit))
+}
+
+/// A read's caller and audit entry.
+fn begin_read<T>(request: &Request<T>, method: &'static str) -> Result<(Caller, RequestAudit), Status> {
+    let who = caller(request, Scope::ParticipantsRead)?;
+    let audit = RequestAudit::begin(&who, method);
+    Ok((who, audit))
 }
 
 #[tonic::async_trait]
@@ -147,243 +186,356 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<CreateParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let who = writer(&request, false)?;
-        let req = request.into_inner();
-        let input = required(req.participant.as_ref(), "participant", "the participant to register")?;
-        let idempotency = self.idempotency(&who, "CreateParticipant", &req.request_id, &req)?;
-        let valid = rules::validate_new(input, &self.rules, self.today())?;
-        if !who.sees(&valid.record.kommunenummer) {
-            return Err(Error::PermissionDenied {
-                reason: "KOMMUNE_NOT_YOURS",
-                message: "a kommune registers participants of its own kommune(s) only; check participant.kommunenummer"
-                    .into(),
+        let (who, mut audit) = begin_write(&request, false, method!("CreateParticipant"))?;
+        let result = {
+            let audit = &mut audit;
+            async move {
+            audit.purpose(parse_purpose(request.metadata())?);
+            let req = request.into_inner();
+            let input = required(req.participant.as_ref(), "participant", "the participant to register")?;
+            let idempotency = self.idempotency(&who, "CreateParticipant", &req.request_id, &req)?;
+            let valid = rules::validate_new(input, &self.rules, self.today())?;
+            if !who.sees(&valid.record.kommunenummer) {
+                return Err(Error::PermissionDenied {
+                    reason: "KOMMUNE_NOT_YOURS",
+                    message:
+                        "a kommune registers participants of its own kommune(s) only; check participant.kommunenummer"
+                            .into(),
+                });
             }
-            .into());
+            let id = new_participant_id();
+            let committed = self
+                .store
+                .create(NewParticipant {
+                    id: id.clone(),
+                    national_id_hash: self.keys.national_id_hash(&valid.national_id),
+                    national_id: valid.national_id.expose().to_owned(),
+                    record: valid.record,
+                    idempotency,
+                    origin: Origin::Api,
+                    actor: who.actor(),
+                    audit: audit.hand_over(),
+                })
+                .await;
+            let committed = match committed {
+                Err(Error::AlreadyExists { existing }) => return Err(self.already_exists(existing, &who).await),
+                other => other?,
+            };
+            tracing::info!(participant = %committed.participant.name, replayed = committed.replayed, "participant created");
+            Ok(self.present(committed.participant))
+            }
         }
-        let id = new_participant_id();
-        let committed = self
-            .store
-            .create(NewParticipant {
-                id: id.clone(),
-                national_id_hash: self.keys.national_id_hash(&valid.national_id),
-                national_id: valid.national_id.expose().to_owned(),
-                record: valid.record,
-                idempotency,
-                origin: Origin::Api,
-                actor: who.actor(),
-            })
-            .await;
-        let committed = match committed {
-            Err(Error::AlreadyExists { existing }) => return Err(self.already_exists(existing, &who).await.into()),
-            other => other?,
-        };
-        tracing::info!(participant = %committed.participant.name, replayed = committed.replayed, "participant created");
-        Ok(Response::new(self.present(committed.participant)))
+        .await;
+        self.respond(audit, result).await
     }
 
     async fn get_participant(&self, request: Request<GetParticipantRequest>) -> Result<Response<Participant>, Status> {
-        let who = caller(&request, Scope::ParticipantsRead)?;
-        let id = parse_name(&request.get_ref().name, "name")?;
-        let p = self
-            .store
-            .get(&id)
-            .await?
-            .filter(|p| who.sees(&p.kommunenummer))
-            .ok_or_else(|| Error::not_found(crate::store::resource_name(&id)))?;
-        tracing::info!(participant = %id, "participant read");
-        Ok(Response::new(self.present(p)))
+        let (who, mut audit) = begin_read(&request, method!("GetParticipant"))?;
+        let result = {
+            let audit = &mut audit;
+            async move {
+                let id = Self::target(audit, &request.get_ref().name)?;
+                audit.purpose(Some(require_purpose(request.metadata())?));
+                let p = self
+                    .store
+                    .get(&id)
+                    .await?
+                    .filter(|p| who.sees(&p.kommunenummer))
+                    .ok_or_else(|| Error::not_found(crate::store::resource_name(&id)))?;
+                tracing::info!(participant = %id, "participant read");
+                Ok(self.present(p))
+            }
+        }
+        .await;
+        self.respond(audit, result).await
     }
 
     async fn list_participants(
         &self,
         request: Request<ListParticipantsRequest>,
     ) -> Result<Response<ListParticipantsResponse>, Status> {
-        let who = caller(&request, Scope::ParticipantsRead)?;
-        let req = request.into_inner();
-        let mut v = crate::error::Violations::new();
-        if req.page_size < 0 {
-            v.add("page_size", "OUT_OF_RANGE", "must not be negative; 0 means the default page size");
-        }
-        let kommune = if req.kommunenummer.is_empty() {
-            None
-        } else {
-            match Kommunenummer::parse(&req.kommunenummer) {
-                Ok(k) => Some(k.as_str().to_owned()),
-                Err(e) => {
-                    v.add("kommunenummer", "INVALID_KOMMUNE", e.to_string());
-                    None
+        let (who, mut audit) = begin_read(&request, method!("ListParticipants"))?;
+        let result = {
+            let audit = &mut audit;
+            async move {
+                audit.purpose(Some(require_purpose(request.metadata())?));
+                let req = request.into_inner();
+                let mut v = crate::error::Violations::new();
+                if req.page_size < 0 {
+                    v.add("page_size", "OUT_OF_RANGE", "must not be negative; 0 means the default page size");
                 }
+                let kommune = if req.kommunenummer.is_empty() {
+                    None
+                } else {
+                    match Kommunenummer::parse(&req.kommunenummer) {
+                        Ok(k) => Some(k.as_str().to_owned()),
+                        Err(e) => {
+                            v.add("kommunenummer", "INVALID_KOMMUNE", e.to_string());
+                            None
+                        }
+                    }
+                };
+                let status = match HurtigsporStatus::try_from(req.hurtigspor_status) {
+                    Ok(HurtigsporStatus::Unspecified) => None,
+                    Ok(s) => Some(s as i32),
+                    Err(_) => {
+                        v.add("hurtigspor_status", "UNKNOWN_ENUM_VALUE", "is not a known HurtigsporStatus");
+                        None
+                    }
+                };
+                v.check()?;
+                let status_text = status.map(|s| s.to_string()).unwrap_or_default();
+                // A page token is good only for the caller it was given to.
+                let filter =
+                    pagination::filter_digest(&[kommune.as_deref().unwrap_or(""), &status_text, &who.organisation]);
+                let after = if req.page_token.is_empty() {
+                    None
+                } else {
+                    Some(pagination::decode(&self.keys, &req.page_token, filter)?)
+                };
+                let limit = match req.page_size {
+                    0 => self.limits.default_page_size,
+                    n => (n as u32).min(self.limits.max_page_size),
+                } as usize;
+                // A kommune lists its own kommuner only, whatever it asks for.
+                let kommuner = match (who.role, kommune) {
+                    (Role::Kommune, Some(k)) => Some(who.kommuner.iter().filter(|o| **o == k).cloned().collect()),
+                    (Role::Kommune, None) => Some(who.kommuner.clone()),
+                    (_, k) => k.map(|k| vec![k]),
+                };
+                let page = self.store.list(ListQuery { kommuner, hurtigspor_status: status, after, limit }).await?;
+                let next_page_token = match (page.more, page.last_position) {
+                    (true, Some(last)) => pagination::encode(&self.keys, last, filter),
+                    _ => String::new(),
+                };
+                for p in &page.participants {
+                    audit.about(p.name.trim_start_matches("participants/"));
+                }
+                tracing::info!(count = page.participants.len(), "participants listed");
+                Ok(ListParticipantsResponse {
+                    participants: page.participants.into_iter().map(|p| self.present(p)).collect(),
+                    next_page_token,
+                })
             }
-        };
-        let status = match HurtigsporStatus::try_from(req.hurtigspor_status) {
-            Ok(HurtigsporStatus::Unspecified) => None,
-            Ok(s) => Some(s as i32),
-            Err(_) => {
-                v.add("hurtigspor_status", "UNKNOWN_ENUM_VALUE", "is not a known HurtigsporStatus");
-                None
-            }
-        };
-        v.check()?;
-        let status_text = status.map(|s| s.to_string()).unwrap_or_default();
-        // A page token is good only for the caller it was given to.
-        let filter = pagination::filter_digest(&[kommune.as_deref().unwrap_or(""), &status_text, &who.organisation]);
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            Some(pagination::decode(&self.keys, &req.page_token, filter)?)
-        };
-        let limit = match req.page_size {
-            0 => self.limits.default_page_size,
-            n => (n as u32).min(self.limits.max_page_size),
-        } as usize;
-        // A kommune lists its own kommuner only, whatever it asks for.
-        let kommuner = match (who.role, kommune) {
-            (Role::Kommune, Some(k)) => Some(who.kommuner.iter().filter(|o| **o == k).cloned().collect()),
-            (Role::Kommune, None) => Some(who.kommuner.clone()),
-            (_, k) => k.map(|k| vec![k]),
-        };
-        let page = self.store.list(ListQuery { kommuner, hurtigspor_status: status, after, limit }).await?;
-        let next_page_token = match (page.more, page.last_position) {
-            (true, Some(last)) => pagination::encode(&self.keys, last, filter),
-            _ => String::new(),
-        };
-        tracing::info!(count = page.participants.len(), "participants listed");
-        Ok(Response::new(ListParticipantsResponse {
-            participants: page.participants.into_iter().map(|p| self.present(p)).collect(),
-            next_page_token,
-        }))
+        }
+        .await;
+        self.respond(audit, result).await
     }
 
     async fn update_participant(
         &self,
         request: Request<UpdateParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let who = writer(&request, false)?;
-        let req = request.into_inner();
-        let input =
-            required(req.participant.as_ref(), "participant", "the participant with its name and the new values")?
+        let (who, mut audit) = begin_write(&request, false, method!("UpdateParticipant"))?;
+        let result = {
+            let audit = &mut audit;
+            async move {
+                audit.purpose(parse_purpose(request.metadata())?);
+                let req = request.into_inner();
+                let input = required(
+                    req.participant.as_ref(),
+                    "participant",
+                    "the participant with its name and the new values",
+                )?
                 .clone();
-        parse_name(&input.name, "participant.name")?;
-        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
-        let (rules, today) = (self.rules.clone(), self.today());
-        let (name, etag) = (input.name.clone(), input.etag.clone());
-        self.mutate(who, &name, &etag, None, "participant.updated", move |p| {
-            rules::apply_update(p, &input, &paths, &rules, today)
-        })
-        .await
+                let id = parse_name(&input.name, "participant.name")?;
+                audit.about(&id);
+                let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+                let (rules, today) = (self.rules.clone(), self.today());
+                let etag = input.etag.clone();
+                self.mutate(&who, audit, id, &etag, None, "participant.updated", move |p| {
+                    rules::apply_update(p, &input, &paths, &rules, today)
+                })
+                .await
+            }
+        }
+        .await;
+        self.respond(audit, result).await
     }
 
     async fn lookup_participant(
         &self,
         request: Request<LookupParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let who = caller(&request, Scope::ParticipantsRead)?;
-        let id = rules::parse_national_id(&request.get_ref().national_id, "national_id", &self.rules, self.today())?;
-        let p = self
-            .store
-            .get_by_national_id_hash(&self.keys.national_id_hash(&id))
-            .await?
-            .filter(|p| who.sees(&p.kommunenummer))
-            .ok_or_else(|| Error::not_found("participant with this national id"))?;
-        tracing::info!(participant = %p.name, "participant looked up");
-        Ok(Response::new(self.present(p)))
+        let (who, mut audit) = begin_read(&request, method!("LookupParticipant"))?;
+        let result = {
+            let audit = &mut audit;
+            async move {
+                audit.purpose(Some(require_purpose(request.metadata())?));
+                let id =
+                    rules::parse_national_id(&request.get_ref().national_id, "national_id", &self.rules, self.today())?;
+                let p = self
+                    .store
+                    .get_by_national_id_hash(&self.keys.national_id_hash(&id))
+                    .await?
+                    .filter(|p| who.sees(&p.kommunenummer))
+                    .ok_or_else(|| Error::not_found("participant with this national id"))?;
+                audit.about(p.name.trim_start_matches("participants/"));
+                tracing::info!(participant = %p.name, "participant looked up");
+                Ok(self.present(p))
+            }
+        }
+        .await;
+        self.respond(audit, result).await
     }
 
     async fn transition_hurtigspor(
         &self,
         request: Request<TransitionHurtigsporRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let who = writer(&request, true)?;
-        let req = request.into_inner();
-        let idempotency = self.idempotency(&who, "TransitionHurtigspor", &req.request_id, &req)?;
-        parse_name(&req.name, "name")?;
-        let input = rules::validate_transition_input(
-            req.status,
-            req.decided_by,
-            &req.reason,
-            req.effective_date.as_ref(),
-            self.today(),
-        )?;
-        let now = self.now_timestamp();
-        self.mutate(who, &req.name, &req.etag, idempotency, "hurtigspor.transitioned", move |p| {
-            rules::transition(p, &input, now)
-        })
-        .await
+        let (who, mut audit) = begin_write(&request, true, method!("TransitionHurtigspor"))?;
+        let result = {
+            let audit = &mut audit;
+            async move {
+                audit.purpose(parse_purpose(request.metadata())?);
+                let req = request.into_inner();
+                let id = Self::target(audit, &req.name)?;
+                let idempotency = self.idempotency(&who, "TransitionHurtigspor", &req.request_id, &req)?;
+                let input = rules::validate_transition_input(
+                    req.status,
+                    req.decided_by,
+                    &req.reason,
+                    req.effective_date.as_ref(),
+                    self.today(),
+                )?;
+                let now = self.now_timestamp();
+                self.mutate(&who, audit, id, &req.etag, idempotency, "hurtigspor.transitioned", move |p| {
+                    rules::transition(p, &input, now)
+                })
+                .await
+            }
+        }
+        .await;
+        self.respond(audit, result).await
     }
 
     async fn end_programme(&self, request: Request<EndProgrammeRequest>) -> Result<Response<Participant>, Status> {
-        let who = writer(&request, false)?;
-        let req = request.into_inner();
-        let idempotency = self.idempotency(&who, "EndProgramme", &req.request_id, &req)?;
-        parse_name(&req.name, "name")?;
-        let input = rules::validate_end_input(req.end_date.as_ref(), req.end_reason, req.main_activity)?;
-        self.mutate(who, &req.name, &req.etag, idempotency, "programme.ended", move |p| rules::end_programme(p, &input))
-            .await
+        let (who, mut audit) = begin_write(&request, false, method!("EndProgramme"))?;
+        let result = {
+            let audit = &mut audit;
+            async move {
+                audit.purpose(parse_purpose(request.metadata())?);
+                let req = request.into_inner();
+                let id = Self::target(audit, &req.name)?;
+                let idempotency = self.idempotency(&who, "EndProgramme", &req.request_id, &req)?;
+                let input = rules::validate_end_input(req.end_date.as_ref(), req.end_reason, req.main_activity)?;
+                self.mutate(&who, audit, id, &req.etag, idempotency, "programme.ended", move |p| {
+                    rules::end_programme(p, &input)
+                })
+                .await
+            }
+        }
+        .await;
+        self.respond(audit, result).await
     }
 
     async fn record_measure(&self, request: Request<RecordMeasureRequest>) -> Result<Response<Participant>, Status> {
-        let who = writer(&request, true)?;
-        let req = request.into_inner();
-        let idempotency = self.idempotency(&who, "RecordMeasure", &req.request_id, &req)?;
-        parse_name(&req.name, "name")?;
-        let input = required(req.measure.as_ref(), "measure", "the measure to record")?;
-        let measure = rules::new_measure(input, self.today())?;
-        self.mutate(who, &req.name, &req.etag, idempotency, "measure.recorded", move |p| {
-            p.measures.push(measure);
-            Ok(())
-        })
-        .await
+        let (who, mut audit) = begin_write(&request, true, method!("RecordMeasure"))?;
+        let result = {
+            let audit = &mut audit;
+            async move {
+                audit.purpose(parse_purpose(request.metadata())?);
+                let req = request.into_inner();
+                let id = Self::target(audit, &req.name)?;
+                let idempotency = self.idempotency(&who, "RecordMeasure", &req.request_id, &req)?;
+                let input = required(req.measure.as_ref(), "measure", "the measure to record")?;
+                let measure = rules::new_measure(input, self.today())?;
+                self.mutate(&who, audit, id, &req.etag, idempotency, "measure.recorded", move |p| {
+                    p.measures.push(measure);
+                    Ok(())
+                })
+                .await
+            }
+        }
+        .await;
+        self.respond(audit, result).await
     }
 
     async fn end_measure(&self, request: Request<EndMeasureRequest>) -> Result<Response<Participant>, Status> {
-        let who = writer(&request, true)?;
-        let req = request.into_inner();
-        parse_name(&req.name, "name")?;
-        let input = rules::validate_end_measure(&req.measure_id, req.status, req.end_date.as_ref())?;
-        self.mutate(who, &req.name, &req.etag, None, "measure.ended", move |p| rules::end_measure(p, &input)).await
+        let (who, mut audit) = begin_write(&request, true, method!("EndMeasure"))?;
+        let result = {
+            let audit = &mut audit;
+            async move {
+                audit.purpose(parse_purpose(request.metadata())?);
+                let req = request.into_inner();
+                let id = Self::target(audit, &req.name)?;
+                let input = rules::validate_end_measure(&req.measure_id, req.status, req.end_date.as_ref())?;
+                self.mutate(&who, audit, id, &req.etag, None, "measure.ended", move |p| rules::end_measure(p, &input))
+                    .await
+            }
+        }
+        .await;
+        self.respond(audit, result).await
     }
 
     async fn open_recognition_case(
         &self,
         request: Request<OpenRecognitionCaseRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let who = writer(&request, false)?;
-        let req = request.into_inner();
-        let idempotency = self.idempotency(&who, "OpenRecognitionCase", &req.request_id, &req)?;
-        parse_name(&req.name, "name")?;
-        let input = required(req.recognition_case.as_ref(), "recognition_case", "the case to open, with its scheme")?;
-        let case = rules::new_recognition_case(input, self.today())?;
-        self.mutate(who, &req.name, &req.etag, idempotency, "recognition.opened", move |p| {
-            rules::open_recognition_case(p, case)
-        })
-        .await
+        let (who, mut audit) = begin_write(&request, false, method!("OpenRecognitionCase"))?;
+        let result = {
+            let audit = &mut audit;
+            async move {
+                audit.purpose(parse_purpose(request.metadata())?);
+                let req = request.into_inner();
+                let id = Self::target(audit, &req.name)?;
+                let idempotency = self.idempotency(&who, "OpenRecognitionCase", &req.request_id, &req)?;
+                let input =
+                    required(req.recognition_case.as_ref(), "recognition_case", "the case to open, with its scheme")?;
+                let case = rules::new_recognition_case(input, self.today())?;
+                self.mutate(&who, audit, id, &req.etag, idempotency, "recognition.opened", move |p| {
+                    rules::open_recognition_case(p, case)
+                })
+                .await
+            }
+        }
+        .await;
+        self.respond(audit, result).await
     }
 
     async fn record_competence_mapping(
         &self,
         request: Request<RecordCompetenceMappingRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let who = writer(&request, false)?;
-        let req = request.into_inner();
-        parse_name(&req.name, "name")?;
-        let competence = rules::validate_competence_input(req.competence.as_ref(), self.today())?;
-        self.mutate(who, &req.name, &req.etag, None, "competence.recorded", move |p| {
-            p.competence = Some(competence);
-            Ok(())
-        })
-        .await
+        let (who, mut audit) = begin_write(&request, false, method!("RecordCompetenceMapping"))?;
+        let result = {
+            let audit = &mut audit;
+            async move {
+                audit.purpose(parse_purpose(request.metadata())?);
+                let req = request.into_inner();
+                let id = Self::target(audit, &req.name)?;
+                let competence = rules::validate_competence_input(req.competence.as_ref(), self.today())?;
+                self.mutate(&who, audit, id, &req.etag, None, "competence.recorded", move |p| {
+                    p.competence = Some(competence);
+                    Ok(())
+                })
+                .await
+            }
+        }
+        .await;
+        self.respond(audit, result).await
     }
 
     async fn update_individual_plan(
         &self,
         request: Request<UpdateIndividualPlanRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let who = writer(&request, false)?;
-        let req = request.into_inner();
-        parse_name(&req.name, "name")?;
-        let plan = req.plan.clone();
-        self.mutate(who, &req.name, &req.etag, None, "plan.updated", move |p| rules::replace_plan(p, plan.as_ref()))
-            .await
+        let (who, mut audit) = begin_write(&request, false, method!("UpdateIndividualPlan"))?;
+        let result = {
+            let audit = &mut audit;
+            async move {
+                audit.purpose(parse_purpose(request.metadata())?);
+                let req = request.into_inner();
+                let id = Self::target(audit, &req.name)?;
+                let plan = req.plan.clone();
+                self.mutate(&who, audit, id, &req.etag, None, "plan.updated", move |p| {
+                    rules::replace_plan(p, plan.as_ref())
+                })
+                .await
+            }
+        }
+        .await;
+        self.respond(audit, result).await
     }
 }
 
@@ -457,6 +609,13 @@ mod tests {
         let mut store = MockStore::new();
         store.expect_create().never();
         store.expect_mutate().never();
+        // The refusals are audited, with the fields refused and never their values.
+        let audited = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = audited.clone();
+        store.expect_audit().times(2).returning(move |entries| {
+            seen.lock().unwrap().extend(entries);
+            Ok(())
+        });
         let api = api(store);
         let mut req = valid_request();
         req.participant.as_mut().unwrap().kommunenummer = "0000".into();
@@ -468,6 +627,42 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(api.transition_hurtigspor(authed(transition)).await.unwrap_err().code(), Code::InvalidArgument);
+        let audited = audited.lock().unwrap();
+        let seen: Vec<_> = audited
+            .iter()
+            .map(|e| (e.method.as_str(), e.participant_id.as_deref(), e.outcome.as_str(), e.detail.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "ParticipantService/CreateParticipant",
+                    None,
+                    "INVALID_ARGUMENT",
+                    Some("participant.kommunenummer UNKNOWN_KOMMUNE")
+                ),
+                (
+                    "ParticipantService/TransitionHurtigspor",
+                    Some("0123456789abcdef0123456789abcdef"),
+                    "INVALID_ARGUMENT",
+                    Some("status REQUIRED")
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_read_that_cannot_be_audited_returns_no_data() {
+        let mut store = MockStore::new();
+        store.expect_get().returning(|_| Ok(Some(Participant { kommunenummer: "0301".into(), ..Default::default() })));
+        store.expect_audit().returning(|_| Err(Error::Unavailable("disk full".into())));
+        let api = api(store);
+        let mut req = authed(GetParticipantRequest { name: "participants/0123456789abcdef0123456789abcdef".into() });
+        req.metadata_mut().insert(crate::audit::PURPOSE_HEADER, "case-processing".parse().unwrap());
+        let status = api.get_participant(req).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.get_details_error_info().unwrap().reason, "STORAGE_UNAVAILABLE");
+        assert!(status.get_details_retry_info().is_some(), "a retry may succeed");
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! `hurtigspor.v1.SyncService`.
 
-use super::parse_name;
+use super::{RequestAudit, parse_name};
 use crate::{
+    audit::require_purpose,
     auth::{Scope, administrator, caller},
     error::Error,
     store::{ChangeRecord, InboxFilter, InboxItem, Store, resource_name},
@@ -102,31 +103,40 @@ fn event(c: ChangeRecord) -> ChangeEvent {
     }
 }
 
+const WATCH: &str = "SyncService/WatchChanges";
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<ChangeEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl SyncService for SyncApi {
     async fn get_sync_status(&self, request: Request<GetSyncStatusRequest>) -> Result<Response<SyncStatus>, Status> {
         let who = caller(&request, Scope::ParticipantsRead)?;
-        let id = parse_name(&request.get_ref().name, "name")?;
-        if !self.store.get(&id).await?.is_some_and(|p| who.sees(&p.kommunenummer)) {
-            return Err(Error::not_found(resource_name(&id)).into());
+        let mut audit = RequestAudit::begin(&who, "SyncService/GetSyncStatus");
+        let result = async {
+            let id = parse_name(&request.get_ref().name, "name")?;
+            audit.about(&id);
+            audit.purpose(Some(require_purpose(request.metadata())?));
+            if !self.store.get(&id).await?.is_some_and(|p| who.sees(&p.kommunenummer)) {
+                return Err(Error::not_found(resource_name(&id)));
+            }
+            let targets = self
+                .store
+                .sync_status(&id)
+                .await?
+                .into_iter()
+                .map(|s| TargetSyncStatus {
+                    target: s.target,
+                    desired_version: s.desired_version,
+                    delivered_version: s.delivered_version,
+                    state: state(&s.state) as i32,
+                    last_error: s.last_error.unwrap_or_default(),
+                    attempts: s.attempts as i32,
+                })
+                .collect();
+            Ok(SyncStatus { name: resource_name(&id), targets })
         }
-        let targets = self
-            .store
-            .sync_status(&id)
-            .await?
-            .into_iter()
-            .map(|s| TargetSyncStatus {
-                target: s.target,
-                desired_version: s.desired_version,
-                delivered_version: s.delivered_version,
-                state: state(&s.state) as i32,
-                last_error: s.last_error.unwrap_or_default(),
-                attempts: s.attempts as i32,
-            })
-            .collect();
-        Ok(Response::new(SyncStatus { name: resource_name(&id), targets }))
+        .await;
+        Ok(Response::new(audit.finish(&*self.store, result).await?))
     }
 
     async fn list_failed_deliveries(
@@ -238,8 +248,17 @@ impl SyncService for SyncApi {
         request: Request<WatchChangesRequest>,
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
         let who = caller(&request, Scope::ParticipantsRead)?;
-        let mut after = parse_cursor(&request.get_ref().cursor)?;
-        let slot = self.open_stream(&who.organisation)?;
+        // Opening the stream is audited; so is every page of changes sent.
+        let mut opening = RequestAudit::begin(&who, WATCH);
+        let opened = async {
+            let purpose = require_purpose(request.metadata())?;
+            opening.purpose(Some(purpose.clone()));
+            let after = parse_cursor(&request.get_ref().cursor)?;
+            let slot = self.open_stream(&who.organisation)?;
+            Ok((purpose, after, slot))
+        }
+        .await;
+        let (purpose, mut after, slot) = opening.finish(&*self.store, opened).await?;
         let store = Arc::clone(&self.store);
         let (tx, rx) = tokio::sync::mpsc::channel(PAGE);
         tokio::spawn(async move {
@@ -257,12 +276,30 @@ impl SyncService for SyncApi {
                     return;
                 }
                 let caught_up = page.len() < PAGE;
-                for change in page {
-                    after = change.sequence;
-                    // A kommune's stream carries its own participants only.
-                    if !who.sees(&change.snapshot.kommunenummer) {
-                        continue;
+                let first = page.first().map_or(after, |c| c.sequence);
+                if let Some(last) = page.last() {
+                    after = last.sequence;
+                }
+                // A kommune's stream carries its own participants only.
+                let visible: Vec<ChangeRecord> =
+                    page.into_iter().filter(|c| who.sees(&c.snapshot.kommunenummer)).collect();
+                // Each participant a page shows is audited before it is sent.
+                let mut audit = RequestAudit::begin(&who, WATCH);
+                audit.purpose(Some(purpose.clone()));
+                let mut shown: Vec<&str> = visible.iter().map(|c| c.participant_id.as_str()).collect();
+                shown.sort_unstable();
+                shown.dedup();
+                for id in shown {
+                    audit.about(id);
+                }
+                if !visible.is_empty() {
+                    let sent = Ok(format!("cursor {first} to {after}"));
+                    if let Err(e) = audit.finish_with_detail(&*store, sent).await {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
                     }
+                }
+                for change in visible {
                     if tx.send(Ok(event(change))).await.is_err() {
                         return; // the client went away
                     }

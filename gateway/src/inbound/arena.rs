@@ -163,6 +163,7 @@ impl ArenaFeed {
                 origin: Origin::Arena,
                 actor: "arena".into(),
                 kommuner: None,
+                audit: None,
                 apply: Box::new(move |p| {
                     apply_measure(p, measure, began_work, today, now);
                     Ok(())

@@ -85,6 +85,7 @@ impl Source for NokutFeed {
                 origin: Origin::Nokut,
                 actor: "nokut".into(),
                 kommuner: None,
+                audit: None,
                 apply: Box::new(move |p| {
                     let case = p.recognition_cases.iter_mut().find(|c| c.case_number == number).ok_or_else(|| {
                         crate::error::Error::precondition(

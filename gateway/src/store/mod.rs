@@ -7,7 +7,10 @@
 
 pub mod sqlite;
 
-use crate::error::Error;
+use crate::{
+    audit::{AuditEntry, AuditQuery, AuditRecord},
+    error::Error,
+};
 use async_trait::async_trait;
 use hurtigspor_proto::v1::Participant;
 
@@ -55,6 +58,10 @@ pub struct NewParticipant {
     pub idempotency: Option<IdempotencyKey>,
     pub origin: Origin,
     pub actor: String,
+    /// The request's audit entry: the store completes it (participant,
+    /// outcome) and appends it in the same transaction as the write, or,
+    /// when the write is refused, alone.
+    pub audit: Option<AuditEntry>,
 }
 
 /// The change a mutation made, as recorded in the change log.
@@ -78,6 +85,8 @@ pub struct Mutation {
     /// participant of another kommune is NOT_FOUND, before the etag is
     /// looked at, and cannot be moved out of these kommuner.
     pub kommuner: Option<Vec<String>>,
+    /// As for [`NewParticipant::audit`].
+    pub audit: Option<AuditEntry>,
     pub apply: Mutator,
 }
 
@@ -320,6 +329,12 @@ pub trait Store: Send + Sync + 'static {
     /// The participant another system knows by `reference` (e.g. a NOKUT
     /// case number, system `nokut`).
     async fn participant_by_ref(&self, system: &str, reference: &str) -> Result<Option<String>, Error>;
+
+    /// Appends entries to the audit log; answers once they are committed.
+    async fn audit(&self, entries: Vec<AuditEntry>) -> Result<(), Error>;
+
+    /// Audit entries matching `query`, in sequence order.
+    async fn audit_log(&self, query: AuditQuery) -> Result<Vec<AuditRecord>, Error>;
 
     /// Finishes pending writes and releases the database.
     async fn close(&self);

@@ -11,7 +11,10 @@ use super::{
     Mutation, NewParticipant, Origin, Settle, Settled, Store, SyncOutcome, SyncStatus, SyncTask, etag_for,
     resource_name,
 };
-use crate::error::Error;
+use crate::{
+    audit::{AuditEntry, AuditKey, AuditQuery, AuditRecord, Break, GENESIS, Verifier, chain_hash},
+    error::Error,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use hurtigspor_proto::v1::Participant;
@@ -46,6 +49,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
     (2, "sync", include_str!("../../migrations/sqlite/0002_sync.sql")),
     (3, "inbound", include_str!("../../migrations/sqlite/0003_inbound.sql")),
+    (4, "audit", include_str!("../../migrations/sqlite/0004_audit.sql")),
 ];
 
 /// Most writes committed together.
@@ -56,10 +60,21 @@ const QUEUE_DEPTH: usize = 4096;
 const MAX_IDLE_READERS: usize = 8;
 
 type Reply = oneshot::Sender<Result<Committed, Error>>;
+type AuditReply = oneshot::Sender<Result<(), Error>>;
 
 enum Job {
     Create(Box<NewParticipant>, Reply),
     Mutate(Box<Mutation>, Reply),
+    /// Audit entries of reads: committed with the writes of the same batch.
+    Audit(Vec<AuditEntry>, AuditReply),
+}
+
+/// A job's outcome, sent once the batch is committed. Answers live only
+/// until the batch commits, so their size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Answer {
+    Write(Reply, Result<Committed, Error>),
+    Audit(AuditReply, Result<(), Error>),
 }
 
 /// Which targets every accepted write must reach, and whom to wake when
@@ -85,6 +100,8 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     /// Targets and wake-up for writes made outside the writer (inbound).
     sync: SyncConfig,
+    /// Chains the audit log.
+    audit_key: AuditKey,
 }
 
 /// Counters of the write path: how many writes shared how many commits.
@@ -103,14 +120,18 @@ pub struct MigrationReport {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies pending
-    /// migrations and starts the writer.
-    pub fn open(path: &Path) -> Result<(Self, MigrationReport), Error> {
-        Self::open_with_sync(path, SyncConfig::default())
+    /// migrations and starts the writer. `audit_key` chains the audit log.
+    pub fn open(path: &Path, audit_key: AuditKey) -> Result<(Self, MigrationReport), Error> {
+        Self::open_with_sync(path, SyncConfig::default(), audit_key)
     }
 
     /// Like [`SqliteStore::open`]; every accepted write also records, in
     /// its own transaction, that each of `sync.targets` must reach it.
-    pub fn open_with_sync(path: &Path, sync: SyncConfig) -> Result<(Self, MigrationReport), Error> {
+    pub fn open_with_sync(
+        path: &Path,
+        sync: SyncConfig,
+        audit_key: AuditKey,
+    ) -> Result<(Self, MigrationReport), Error> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Unavailable(format!("cannot create data directory {}: {e}", dir.display())))?;
@@ -125,9 +146,10 @@ impl SqliteStore {
         let stats = Arc::new(WriteStats::default());
         let writer_stats = Arc::clone(&stats);
         let writer_sync = sync.clone();
+        let writer_key = audit_key.clone();
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, &writer_stats, &writer_sync))
+            .spawn(move || writer_loop(conn, rx, &writer_stats, &writer_sync, &writer_key))
             .map_err(|e| Error::Internal(format!("cannot start writer thread: {e}")))?;
         Ok((
             Self {
@@ -143,6 +165,7 @@ impl SqliteStore {
                 writer: Mutex::new(Some(writer)),
                 readers: Arc::new(Mutex::new(Vec::new())),
                 sync,
+                audit_key,
             },
             report,
         ))
@@ -153,10 +176,7 @@ impl SqliteStore {
         (self.stats.writes.load(Ordering::Relaxed), self.stats.commits.load(Ordering::Relaxed))
     }
 
-    async fn submit(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<Committed, Error>>) -> Job,
-    ) -> Result<Committed, Error> {
+    async fn submit<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Job) -> Result<T, Error> {
         let queue = self.queue.lock().expect("queue lock").clone();
         let Some(queue) = queue else {
             return Err(Error::Unavailable("the store is shutting down".into()));
@@ -288,7 +308,13 @@ fn migrate(conn: &mut Connection) -> Result<MigrationReport, Error> {
 
 /// The writer: takes one job, then whatever else is already queued (up to
 /// `MAX_BATCH`), applies them in one transaction and answers after commit.
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, stats: &WriteStats, sync: &SyncConfig) {
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    stats: &WriteStats,
+    sync: &SyncConfig,
+    audit_key: &AuditKey,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -299,7 +325,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, stats: &WriteS
             }
         }
         let size = batch.len() as u64;
-        if run_batch(&mut conn, &mut batch, &sync.targets) {
+        if run_batch(&mut conn, &mut batch, &sync.targets, audit_key) {
             stats.writes.fetch_add(size, Ordering::Relaxed);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             if !sync.targets.is_empty() {
@@ -316,30 +342,51 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, stats: &WriteS
 }
 
 /// Runs one batch in one transaction; returns whether it committed.
-fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, targets: &[String]) -> bool {
+fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, targets: &[String], audit_key: &AuditKey) -> bool {
     let mut jobs = batch.drain(..);
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             let err = Error::from(e);
             for job in jobs {
-                let _ = job.into_reply().send(Err(unavailable(&err)));
+                job.fail(unavailable(&err));
             }
             return false;
         }
     };
     let now = Utc::now();
-    let mut answers: Vec<(Reply, Result<Committed, Error>)> = Vec::with_capacity(jobs.len());
+    let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
     let mut broken = None;
     for job in jobs.by_ref() {
-        let (reply, step) = match job {
-            Job::Create(new, reply) => (reply, in_savepoint(&mut tx, |sp| apply_create(sp, *new, now, targets))),
-            Job::Mutate(m, reply) => (reply, in_savepoint(&mut tx, |sp| apply_mutation(sp, *m, now, targets))),
+        // The outer error: the transaction can no longer be trusted.
+        let step: Result<Answer, (Answer, Error)> = match job {
+            Job::Create(new, reply) => {
+                let audit = new.audit.clone().map(|e| (e, new.id.clone()));
+                let result = in_savepoint(&mut tx, |sp| apply_create(sp, *new, now, targets))
+                    .and_then(|r| audit_write(&tx, audit_key, audit, false, &r, now).map(|()| r));
+                match result {
+                    Ok(r) => Ok(Answer::Write(reply, r)),
+                    Err(e) => Err((Answer::Write(reply, Err(unavailable(&e))), e)),
+                }
+            }
+            Job::Mutate(m, reply) => {
+                let audit = m.audit.clone().map(|e| (e, m.id.clone()));
+                let result = in_savepoint(&mut tx, |sp| apply_mutation(sp, *m, now, targets))
+                    .and_then(|r| audit_write(&tx, audit_key, audit, true, &r, now).map(|()| r));
+                match result {
+                    Ok(r) => Ok(Answer::Write(reply, r)),
+                    Err(e) => Err((Answer::Write(reply, Err(unavailable(&e))), e)),
+                }
+            }
+            Job::Audit(entries, reply) => match append_audit(&tx, audit_key, &entries, now) {
+                Ok(()) => Ok(Answer::Audit(reply, Ok(()))),
+                Err(e) => Err((Answer::Audit(reply, Err(unavailable(&e))), e)),
+            },
         };
         match step {
-            Ok(result) => answers.push((reply, result)),
-            Err(e) => {
-                answers.push((reply, Err(unavailable(&e))));
+            Ok(answer) => answers.push(answer),
+            Err((answer, e)) => {
+                answers.push(answer);
                 broken = Some(e);
                 break;
             }
@@ -357,8 +404,8 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, targets: &[String]) ->
     };
     match outcome {
         Ok(()) => {
-            for (reply, result) in answers {
-                let _ = reply.send(result);
+            for answer in answers {
+                answer.send();
             }
             true
         }
@@ -366,11 +413,11 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, targets: &[String]) ->
             // The transaction is gone (dropping it rolls back what is left):
             // no write of this batch is stored, so none may be acknowledged.
             tracing::error!(error = %err, "write batch failed; nothing of it was stored");
-            for (reply, result) in answers {
-                let _ = reply.send(result.and(Err(unavailable(&err))));
+            for answer in answers {
+                answer.fail(unavailable(&err));
             }
             for job in jobs {
-                let _ = job.into_reply().send(Err(unavailable(&err)));
+                job.fail(unavailable(&err));
             }
             false
         }
@@ -378,11 +425,188 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, targets: &[String]) ->
 }
 
 impl Job {
-    fn into_reply(self) -> Reply {
+    fn fail(self, e: Error) {
         match self {
-            Job::Create(_, r) | Job::Mutate(_, r) => r,
+            Job::Create(_, r) | Job::Mutate(_, r) => {
+                let _ = r.send(Err(e));
+            }
+            Job::Audit(_, r) => {
+                let _ = r.send(Err(e));
+            }
         }
     }
+}
+
+impl Answer {
+    fn send(self) {
+        match self {
+            Answer::Write(r, result) => {
+                let _ = r.send(result);
+            }
+            Answer::Audit(r, result) => {
+                let _ = r.send(result);
+            }
+        }
+    }
+
+    /// The batch did not commit: what would have succeeded fails with `e`;
+    /// a refusal stays a refusal (it changed nothing either way).
+    fn fail(self, e: Error) {
+        match self {
+            Answer::Write(r, result) => {
+                let _ = r.send(result.and(Err(e)));
+            }
+            Answer::Audit(r, result) => {
+                let _ = r.send(result.and(Err(e)));
+            }
+        }
+    }
+}
+
+/// Appends a write's audit entry: the participant it concerned and how it
+/// went. A refused write is audited too (its changes were rolled back).
+fn audit_write(
+    conn: &Connection,
+    key: &AuditKey,
+    audit: Option<(AuditEntry, String)>,
+    existing_record: bool,
+    result: &Result<Committed, Error>,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let Some((mut entry, id)) = audit else { return Ok(()) };
+    crate::audit::settle(&mut entry, result);
+    entry.participant_id = match result {
+        Ok(c) => {
+            entry.detail = Some(if c.replayed {
+                format!("replayed version {}", c.version)
+            } else {
+                format!("version {}", c.version)
+            });
+            c.participant.name.strip_prefix("participants/").map(str::to_owned).or(Some(id))
+        }
+        // The person is registered already: the attempt concerned them.
+        Err(Error::AlreadyExists { existing }) => existing.strip_prefix("participants/").map(str::to_owned),
+        Err(_) if existing_record => Some(id),
+        Err(_) => None,
+    };
+    append_audit(conn, key, &[entry], now)
+}
+
+/// Appends entries to the audit log, chained to its current head. Runs in
+/// a write transaction, which SQLite serialises: two appends cannot both
+/// chain to the same head.
+fn append_audit(conn: &Connection, key: &AuditKey, entries: &[AuditEntry], now: DateTime<Utc>) -> Result<(), Error> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let head: Option<(i64, Vec<u8>)> = conn
+        .query_row("SELECT sequence, hash FROM audit_log ORDER BY sequence DESC LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let (mut sequence, mut previous) = head.unwrap_or((0, GENESIS.to_vec()));
+    let time = now_text(now);
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO audit_log (sequence, time, organisation, vendor, method, participant_id, purpose, outcome, detail,
+             previous_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    for e in entries {
+        sequence += 1;
+        let hash = chain_hash(key, &previous, sequence, &time, e);
+        insert.execute(params![
+            sequence,
+            time,
+            e.organisation,
+            e.vendor,
+            e.method,
+            e.participant_id,
+            e.purpose,
+            e.outcome,
+            e.detail,
+            previous,
+            hash.as_slice()
+        ])?;
+        previous = hash.to_vec();
+    }
+    Ok(())
+}
+
+fn audit_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        sequence: r.get(0)?,
+        time: r.get(1)?,
+        entry: AuditEntry {
+            organisation: r.get(2)?,
+            vendor: r.get(3)?,
+            method: r.get(4)?,
+            participant_id: r.get(5)?,
+            purpose: r.get(6)?,
+            outcome: r.get(7)?,
+            detail: r.get(8)?,
+        },
+        previous_hash: r.get(9)?,
+        hash: r.get(10)?,
+    })
+}
+
+const AUDIT_COLUMNS: &str =
+    "sequence, time, organisation, vendor, method, participant_id, purpose, outcome, detail, previous_hash, hash";
+
+/// The head of an intact audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditHead {
+    pub entries: i64,
+    /// The last entry's sequence and hash (0 and zeros when empty).
+    pub sequence: i64,
+    pub hash: Vec<u8>,
+}
+
+/// Checks the audit log of the database at `path`, read-only, entry by
+/// entry in constant memory. `progress(checked, total)` is called every
+/// `every` entries. The outer error: the log could not be read; the inner:
+/// where the chain is broken.
+pub fn verify_audit_log(
+    path: &Path,
+    key: &AuditKey,
+    every: i64,
+    mut progress: impl FnMut(i64, i64),
+) -> Result<Result<AuditHead, Break>, Error> {
+    if !path.exists() {
+        return Err(Error::Unavailable(format!(
+            "no database at {}; check --data-dir (or data_dir in the config)",
+            path.display()
+        )));
+    }
+    let conn = open_connection(path, true)?;
+    let has_log: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'audit_log'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_log {
+        return Err(Error::Unavailable(format!(
+            "{} has no audit log yet; run `hurtigspor migrate` (or start the gateway) first",
+            path.display()
+        )));
+    }
+    let total: i64 = conn.query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0))?;
+    let mut stmt = conn.prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY sequence"))?;
+    let mut rows = stmt.query([])?;
+    let mut verifier = Verifier::new(key.clone());
+    let mut checked = 0;
+    while let Some(row) = rows.next()? {
+        let record = audit_record(row)?;
+        if let Err(broken) = verifier.check(&record) {
+            return Ok(Err(broken));
+        }
+        checked += 1;
+        if every > 0 && checked % every == 0 {
+            progress(checked, total);
+        }
+    }
+    let (sequence, hash) = verifier.head();
+    Ok(Ok(AuditHead { entries: checked, sequence, hash: hash.to_vec() }))
 }
 
 fn unavailable(e: &Error) -> Error {
@@ -701,6 +925,49 @@ fn advance_applied(c: &Connection, source: &str, entity: &str, position: &str) -
     Ok(())
 }
 
+/// Settles one inbox entry and audits how: which system's change, about
+/// whom, and what came of it.
+fn settle_audited(
+    c: &Connection,
+    key: &AuditKey,
+    source: &str,
+    position: &str,
+    outcome: Settle,
+    targets: &[String],
+) -> Result<Settled, Error> {
+    let participant = match &outcome {
+        Settle::Apply { mutation, .. } => Some(mutation.id.clone()),
+        _ => None,
+    };
+    let kind: Option<String> = c
+        .query_row("SELECT kind FROM inbox WHERE source = ?1 AND position = ?2", params![source, position], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let settled = settle(c, source, position, outcome, targets)?;
+    let (result, detail) = match &settled {
+        Settled::Handled(Some(v)) => ("handled", format!("position {position}; version {v}")),
+        Settled::Handled(None) => ("handled", format!("position {position}; nothing changed")),
+        Settled::Ignored => ("ignored", format!("position {position}")),
+        Settled::Superseded => ("superseded", format!("position {position}")),
+        Settled::Retry => ("retry", format!("position {position}")),
+        Settled::Failed => ("failed", format!("position {position}")),
+        // Nothing was done.
+        Settled::Gone => return Ok(settled),
+    };
+    let entry = AuditEntry {
+        organisation: source.to_owned(),
+        vendor: None,
+        method: format!("inbound/{source}/{}", kind.unwrap_or_default()),
+        participant_id: participant,
+        purpose: Some("sync".into()),
+        outcome: result.into(),
+        detail: Some(detail),
+    };
+    append_audit(c, key, &[entry], Utc::now())?;
+    Ok(settled)
+}
+
 /// Settles one inbox entry inside a transaction.
 fn settle(c: &Connection, source: &str, position: &str, settle: Settle, targets: &[String]) -> Result<Settled, Error> {
     let now = Utc::now();
@@ -792,6 +1059,12 @@ fn settle(c: &Connection, source: &str, position: &str, settle: Settle, targets:
             Ok(Settled::Failed)
         }
     }
+}
+
+/// A failed attempt's audit detail: the version and the error, cut short.
+fn attempt_detail(version: i64, error: &str) -> String {
+    let error: String = error.chars().take(200).collect();
+    format!("version {version}: {error}")
 }
 
 fn sync_rows(c: &Connection, filter: &str, args: impl rusqlite::Params) -> Result<Vec<SyncStatus>, Error> {
@@ -942,8 +1215,29 @@ impl Store for SqliteStore {
     }
 
     async fn finish_sync(&self, task: SyncTask, outcome: SyncOutcome) -> Result<(), Error> {
+        let key = self.audit_key.clone();
         self.bookkeeping_write(move |c| {
-            let now = now_text(Utc::now());
+            let time = Utc::now();
+            let now = now_text(time);
+            // Every delivery attempt is audited; a deferred one was not made.
+            let attempt = match &outcome {
+                SyncOutcome::Delivered { version } => Some(("delivered", format!("version {version}"))),
+                SyncOutcome::Retry { error, .. } => Some(("retry", attempt_detail(task.desired_version, error))),
+                SyncOutcome::Failed { error } => Some(("failed", attempt_detail(task.desired_version, error))),
+                SyncOutcome::Deferred { .. } => None,
+            };
+            if let Some((result, detail)) = attempt {
+                let entry = AuditEntry {
+                    organisation: "gateway".into(),
+                    vendor: None,
+                    method: format!("deliver/{}", task.target),
+                    participant_id: Some(task.participant_id.clone()),
+                    purpose: Some("sync".into()),
+                    outcome: result.into(),
+                    detail: Some(detail),
+                };
+                append_audit(c, &key, &[entry], time)?;
+            }
             match outcome {
                 // Delivered up to `version`; if a newer version arrived in the
                 // meantime the row stays pending and is claimed again.
@@ -1075,7 +1369,8 @@ impl Store for SqliteStore {
     async fn settle_inbound(&self, source: &str, position: &str, outcome: Settle) -> Result<Settled, Error> {
         let (source, position) = (source.to_owned(), position.to_owned());
         let targets = self.sync.targets.clone();
-        let settled = self.sync_write(move |c| settle(c, &source, &position, outcome, &targets)).await?;
+        let key = self.audit_key.clone();
+        let settled = self.sync_write(move |c| settle_audited(c, &key, &source, &position, outcome, &targets)).await?;
         if matches!(settled, Settled::Handled(Some(_))) && !self.sync.targets.is_empty() {
             self.sync.wake.notify_one();
         }
@@ -1140,6 +1435,38 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn audit(&self, entries: Vec<AuditEntry>) -> Result<(), Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.submit(|reply| Job::Audit(entries, reply)).await
+    }
+
+    async fn audit_log(&self, query: AuditQuery) -> Result<Vec<AuditRecord>, Error> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit_log
+                 WHERE sequence > ?1 AND (?2 IS NULL OR participant_id = ?2) AND (?3 IS NULL OR organisation = ?3)
+                   AND (?4 IS NULL OR method = ?4) AND (?5 IS NULL OR time >= ?5) AND (?6 IS NULL OR time < ?6)
+                 ORDER BY sequence LIMIT ?7"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    query.after,
+                    query.participant_id,
+                    query.organisation,
+                    query.method,
+                    query.from,
+                    query.to,
+                    query.limit as i64
+                ],
+                audit_record,
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     async fn close(&self) {
         // Dropping the sender lets the writer finish what is queued and stop.
         drop(self.queue.lock().expect("queue lock").take());
@@ -1164,6 +1491,10 @@ mod tests {
     use super::*;
     use crate::store::ChangeKind;
 
+    fn test_key() -> AuditKey {
+        AuditKey::new([5; 32])
+    }
+
     fn new_participant(id: &str, hash: u8) -> NewParticipant {
         NewParticipant {
             id: id.to_owned(),
@@ -1173,6 +1504,7 @@ mod tests {
             idempotency: None,
             origin: Origin::Api,
             actor: "test".into(),
+            audit: None,
         }
     }
 
@@ -1185,6 +1517,7 @@ mod tests {
             origin: Origin::Api,
             actor: "test".into(),
             kommuner: None,
+            audit: None,
             apply: Box::new(apply),
         }
     }
@@ -1198,7 +1531,7 @@ mod tests {
             batch.push(make(tx));
             receivers.push(rx);
         }
-        run_batch(conn, &mut batch, &[]);
+        run_batch(conn, &mut batch, &[], &test_key());
         receivers.into_iter().map(|mut rx| rx.try_recv().expect("every job is answered")).collect()
     }
 
@@ -1311,16 +1644,16 @@ mod tests {
     async fn migrations_are_recorded_and_a_changed_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
-        let (store, report) = SqliteStore::open(&path).unwrap();
+        let (store, report) = SqliteStore::open(&path, test_key()).unwrap();
         assert_eq!(report.applied, (1..=MIGRATIONS.len() as i64).collect::<Vec<_>>());
         store.close().await;
-        let (store, report) = SqliteStore::open(&path).unwrap();
+        let (store, report) = SqliteStore::open(&path, test_key()).unwrap();
         assert!(report.applied.is_empty());
         store.close().await;
         let conn = Connection::open(&path).unwrap();
         conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1", []).unwrap();
         drop(conn);
-        let err = SqliteStore::open(&path).err().unwrap();
+        let err = SqliteStore::open(&path, test_key()).err().unwrap();
         assert!(err.to_string().contains("differs"), "{err}");
         let conn = Connection::open(&path).unwrap();
         conn.execute("INSERT INTO schema_migrations VALUES (99, 'future', 'x', 'x')", []).unwrap();
@@ -1330,7 +1663,7 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        let err = SqliteStore::open(&path).err().unwrap();
+        let err = SqliteStore::open(&path, test_key()).err().unwrap();
         assert!(err.to_string().contains("newer gateway"), "{err}");
     }
 
@@ -1340,7 +1673,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wake = Arc::new(tokio::sync::Notify::new());
         let sync = SyncConfig { targets: vec!["arena".into(), "nir".into()], wake: wake.clone() };
-        let (store, _) = SqliteStore::open_with_sync(&dir.path().join("s.db"), sync).unwrap();
+        let (store, _) = SqliteStore::open_with_sync(&dir.path().join("s.db"), sync, test_key()).unwrap();
         let lease = std::time::Duration::from_secs(30);
         store.create(new_participant("a", 1)).await.unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified())
@@ -1396,11 +1729,11 @@ mod tests {
         use crate::store::Store;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
-        let (store, _) = SqliteStore::open(&path).unwrap();
+        let (store, _) = SqliteStore::open(&path, test_key()).unwrap();
         store.create(new_participant("a", 1)).await.unwrap();
         store.close().await;
         let sync = SyncConfig { targets: vec!["nir".into()], wake: Arc::default() };
-        let (store, _) = SqliteStore::open_with_sync(&path, sync).unwrap();
+        let (store, _) = SqliteStore::open_with_sync(&path, sync, test_key()).unwrap();
         let tasks = store.claim_sync(10, std::time::Duration::from_secs(30)).await.unwrap();
         assert_eq!(tasks.len(), 1);
         assert_eq!(
@@ -1414,7 +1747,7 @@ mod tests {
     async fn the_inbox_keeps_each_change_once_and_never_rolls_a_record_back() {
         use crate::store::{InboxEntry, InboxFilter, Settle, Settled, Store};
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = SqliteStore::open(&dir.path().join("i.db")).unwrap();
+        let (store, _) = SqliteStore::open(&dir.path().join("i.db"), test_key()).unwrap();
         store.create(new_participant("a", 1)).await.unwrap();
         let entry = |pos: u64| InboxEntry { position: format!("{pos:020}"), kind: "K".into(), body: "{}".into() };
         assert_eq!(
@@ -1478,7 +1811,7 @@ mod tests {
         use crate::store::Store;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.db");
-        let (store, _) = SqliteStore::open(&path).unwrap();
+        let (store, _) = SqliteStore::open(&path, test_key()).unwrap();
         store.create(new_participant("a", 1)).await.unwrap();
         store
             .mutate(mutation("a", |p| {
@@ -1499,7 +1832,7 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        let (store, report) = SqliteStore::open(&path).unwrap();
+        let (store, report) = SqliteStore::open(&path, test_key()).unwrap();
         assert_eq!(report.applied, vec![3]);
         assert_eq!(store.participant_by_ref("nokut", "2026-000042").await.unwrap().as_deref(), Some("a"));
         store.close().await;
@@ -1508,7 +1841,7 @@ mod tests {
     #[tokio::test]
     async fn the_database_is_in_wal_mode_with_full_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = SqliteStore::open(&dir.path().join("w.db")).unwrap();
+        let (store, _) = SqliteStore::open(&dir.path().join("w.db"), test_key()).unwrap();
         let (mode, sync): (String, i64) = store
             .read(|c| {
                 Ok((
@@ -1521,5 +1854,229 @@ mod tests {
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "FULL");
         store.close().await;
+    }
+
+    fn api_entry() -> AuditEntry {
+        AuditEntry {
+            organisation: "0192:900000014".into(),
+            method: "ParticipantService/Test".into(),
+            purpose: Some("case-processing".into()),
+            ..Default::default()
+        }
+    }
+
+    fn audit_rows(conn: &Connection) -> Vec<(Option<String>, String, Option<String>)> {
+        conn.prepare("SELECT participant_id, outcome, detail FROM audit_log ORDER BY sequence")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_write_is_audited_with_it_and_a_refused_write_alone() {
+        let (_dir, mut conn) = fresh();
+        let answers = batch(
+            &mut conn,
+            vec![
+                Box::new(|r| {
+                    Job::Create(Box::new(NewParticipant { audit: Some(api_entry()), ..new_participant("a", 1) }), r)
+                }),
+                // The same person again.
+                Box::new(|r| {
+                    Job::Create(Box::new(NewParticipant { audit: Some(api_entry()), ..new_participant("b", 1) }), r)
+                }),
+                Box::new(|r| {
+                    let m = mutation("a", |_| Err(Error::precondition("ILLEGAL_TRANSITION", "x", "no")));
+                    Job::Mutate(Box::new(Mutation { audit: Some(api_entry()), ..m }), r)
+                }),
+                Box::new(|r| {
+                    Job::Mutate(Box::new(Mutation { audit: Some(api_entry()), ..mutation("zz", |_| Ok(())) }), r)
+                }),
+                Box::new(|r| {
+                    let m = mutation("a", |p| {
+                        p.given_name = "B".into();
+                        Ok(())
+                    });
+                    Job::Mutate(Box::new(Mutation { audit: Some(api_entry()), ..m }), r)
+                }),
+                // Not audited by the store: inbound changes are audited where they settle.
+                Box::new(|r| Job::Mutate(Box::new(mutation("a", |_| Ok(()))), r)),
+            ],
+        );
+        assert!(answers[0].is_ok() && answers[4].is_ok());
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            audit_rows(&conn),
+            [
+                (some("a"), "OK".to_owned(), some("version 1")),
+                (some("a"), "ALREADY_EXISTS".to_owned(), some("PARTICIPANT_ALREADY_EXISTS")),
+                (some("a"), "FAILED_PRECONDITION".to_owned(), some("ILLEGAL_TRANSITION")),
+                (some("zz"), "NOT_FOUND".to_owned(), some("NOT_FOUND")),
+                (some("a"), "OK".to_owned(), some("version 2")),
+            ]
+        );
+        let mut v = Verifier::new(test_key());
+        let mut stmt = conn.prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY sequence")).unwrap();
+        for r in stmt.query_map([], audit_record).unwrap() {
+            v.check(&r.unwrap()).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_batch_that_does_not_commit_leaves_no_audit_entry_of_its_writes() {
+        let (_dir, mut conn) = fresh();
+        // A trigger that fails the write's transaction from inside, as a
+        // full disk would.
+        conn.execute_batch(
+            "CREATE TRIGGER boom AFTER INSERT ON change_log WHEN NEW.participant_id = 'b'
+             BEGIN SELECT RAISE(ROLLBACK, 'disk full'); END;",
+        )
+        .unwrap();
+        let answers = batch(
+            &mut conn,
+            vec![
+                Box::new(|r| {
+                    Job::Create(Box::new(NewParticipant { audit: Some(api_entry()), ..new_participant("a", 1) }), r)
+                }),
+                Box::new(|r| {
+                    Job::Create(Box::new(NewParticipant { audit: Some(api_entry()), ..new_participant("b", 2) }), r)
+                }),
+            ],
+        );
+        assert!(answers.iter().all(Result::is_err), "{answers:?}");
+        assert!(audit_rows(&conn).is_empty());
+    }
+
+    /// A store with `n` audit entries, closed; returns its path.
+    async fn audited_store(dir: &Path, n: usize) -> PathBuf {
+        use crate::store::Store;
+        let path = dir.join("audit.db");
+        let (store, _) = SqliteStore::open(&path, test_key()).unwrap();
+        for i in 0..n {
+            let entry = AuditEntry { participant_id: Some(format!("p{i}")), outcome: "OK".into(), ..api_entry() };
+            store.audit(vec![entry]).await.unwrap();
+        }
+        store.close().await;
+        path
+    }
+
+    fn tampered(path: &Path, sql: &str) -> Result<AuditHead, Break> {
+        let copy = path.with_extension(format!("t{}", rand::random::<u32>()));
+        std::fs::copy(path, &copy).unwrap();
+        let conn = Connection::open(&copy).unwrap();
+        conn.execute_batch("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;").unwrap();
+        conn.execute_batch(sql).unwrap();
+        drop(conn);
+        verify_audit_log(&copy, &test_key(), 0, |_, _| {}).unwrap()
+    }
+
+    #[tokio::test]
+    async fn verify_names_the_first_entry_edited_deleted_or_moved_in_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = audited_store(dir.path(), 6).await;
+        let head = verify_audit_log(&path, &test_key(), 0, |_, _| {}).unwrap().unwrap();
+        assert_eq!((head.entries, head.sequence), (6, 6));
+
+        let edited = tampered(&path, "UPDATE audit_log SET purpose = 'reporting' WHERE sequence = 3");
+        assert_eq!(edited, Err(Break::Altered { sequence: 3 }));
+        let rehashed = tampered(&path, "UPDATE audit_log SET hash = zeroblob(32) WHERE sequence = 5");
+        assert_eq!(rehashed, Err(Break::Altered { sequence: 5 }));
+        let deleted = tampered(&path, "DELETE FROM audit_log WHERE sequence = 4");
+        assert_eq!(deleted, Err(Break::Missing { sequence: 4, found: 5 }));
+        // Two entries swap places (their sequence numbers are swapped).
+        let reordered = tampered(
+            &path,
+            "UPDATE audit_log SET sequence = -2 WHERE sequence = 2;
+             UPDATE audit_log SET sequence = 2 WHERE sequence = 3;
+             UPDATE audit_log SET sequence = 3 WHERE sequence = -2;",
+        );
+        assert_eq!(reordered, Err(Break::Altered { sequence: 2 }));
+        // Deleting one and renumbering the rest to close the gap.
+        let closed = tampered(
+            &path,
+            "DELETE FROM audit_log WHERE sequence = 2; UPDATE audit_log SET sequence = sequence - 1 WHERE sequence > 2;",
+        );
+        assert_eq!(closed, Err(Break::Altered { sequence: 2 }));
+        // With another key, nothing verifies.
+        assert_eq!(
+            verify_audit_log(&path, &AuditKey::new([6; 32]), 0, |_, _| {}).unwrap(),
+            Err(Break::Altered { sequence: 1 })
+        );
+    }
+
+    #[tokio::test]
+    async fn the_log_refuses_updates_and_deletes_and_verify_reports_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = audited_store(dir.path(), 5).await;
+        let conn = Connection::open(&path).unwrap();
+        for sql in ["UPDATE audit_log SET outcome = 'OK'", "DELETE FROM audit_log"] {
+            let err = conn.execute(sql, []).unwrap_err();
+            assert!(err.to_string().contains("append-only"), "{err}");
+        }
+        let mut seen = Vec::new();
+        verify_audit_log(&path, &test_key(), 2, |checked, total| seen.push((checked, total))).unwrap().unwrap();
+        assert_eq!(seen, [(2, 5), (4, 5)]);
+    }
+
+    #[tokio::test]
+    async fn deliveries_and_inbound_changes_are_audited() {
+        use crate::store::{InboxEntry, Settle, Store, SyncOutcome};
+        let dir = tempfile::tempdir().unwrap();
+        let sync = SyncConfig { targets: vec!["nir".into()], wake: Arc::default() };
+        let path = dir.path().join("d.db");
+        let (store, _) = SqliteStore::open_with_sync(&path, sync, test_key()).unwrap();
+        store.create(new_participant("a", 1)).await.unwrap();
+        let task = store.claim_sync(10, std::time::Duration::from_secs(30)).await.unwrap().remove(0);
+        let at = Utc::now();
+        store.finish_sync(task.clone(), SyncOutcome::Deferred { error: "breaker open".into(), at }).await.unwrap();
+        store.finish_sync(task.clone(), SyncOutcome::Retry { error: "HTTP 503".into(), at }).await.unwrap();
+        store.finish_sync(task, SyncOutcome::Delivered { version: 1 }).await.unwrap();
+        let entry =
+            InboxEntry { position: format!("{:020}", 7), kind: "SIAMO.TILTAKDELTAKER U".into(), body: "{}".into() };
+        store.receive_inbound("arena", vec![entry], None).await.unwrap();
+        let settle = Settle::Apply {
+            entity: "TD-1".into(),
+            mutation: Box::new(mutation("a", |p| {
+                p.given_name = "Z".into();
+                Ok(())
+            })),
+            refs: vec![],
+        };
+        store.settle_inbound("arena", &format!("{:020}", 7), settle).await.unwrap();
+        let records = store.audit_log(AuditQuery { limit: 10, ..Default::default() }).await.unwrap();
+        let seen: Vec<(&str, &str, Option<&str>, &str)> = records
+            .iter()
+            .map(|r| {
+                (
+                    r.entry.organisation.as_str(),
+                    r.entry.method.as_str(),
+                    r.entry.participant_id.as_deref(),
+                    r.entry.outcome.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("gateway", "deliver/nir", Some("a"), "retry"),
+                ("gateway", "deliver/nir", Some("a"), "delivered"),
+                ("arena", "inbound/arena/SIAMO.TILTAKDELTAKER U", Some("a"), "handled"),
+            ],
+            "a deferred delivery was not attempted and is not audited"
+        );
+        assert_eq!(records[0].entry.detail.as_deref(), Some("version 1: HTTP 503"));
+        assert_eq!(records[2].entry.detail.as_deref(), Some(format!("position {:020}; version 2", 7).as_str()));
+        // Filters and paging.
+        let only_arena = store
+            .audit_log(AuditQuery { organisation: Some("arena".into()), limit: 10, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(only_arena.len(), 1);
+        let after_first = store.audit_log(AuditQuery { after: 1, limit: 1, ..Default::default() }).await.unwrap();
+        assert_eq!(after_first.iter().map(|r| r.sequence).collect::<Vec<_>>(), [2]);
+        store.close().await;
+        verify_audit_log(&path, &test_key(), 0, |_, _| {}).unwrap().unwrap();
     }
 }
