@@ -187,7 +187,7 @@ fn migrate_applies_once() {
     let data = dir.path().to_str().unwrap();
     let first = hurtigspor(&["migrate", "--data-dir", data], "");
     assert!(first.status.success(), "{}", text(&first.stderr));
-    assert!(text(&first.stdout).contains("applied migrations [1, 2, 3, 4]"), "{}", text(&first.stdout));
+    assert!(text(&first.stdout).contains("applied migrations [1, 2, 3, 4, 5]"), "{}", text(&first.stdout));
     let again = hurtigspor(&["migrate", "--data-dir", data], "");
     assert!(text(&again.stdout).contains("up to date"), "{}", text(&again.stdout));
 }

@@ -49,7 +49,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
     (2, "sync", include_str!("../../migrations/sqlite/0002_sync.sql")),
     (3, "inbound", include_str!("../../migrations/sqlite/0003_inbound.sql")),
-    (4, "audit", include_str!("../../migrations/sqlite/0004_audit.sql")),
+    (5, "audit", include_str!("../../migrations/sqlite/0005_audit.sql")),
 ];
 
 /// Most writes committed together.
