@@ -5,7 +5,8 @@ use crate::{
     api::participants::Clock,
     auth::BearerToken,
     config::{Config, Mode, Overrides},
-    store::sqlite::SqliteStore,
+    crypto::Keyring,
+    store::sqlite::{SqliteStore, SyncConfig},
     telemetry,
 };
 use anyhow::{Context, bail};
@@ -18,7 +19,7 @@ use hurtigspor_proto::{
     },
 };
 use std::path::Path;
-use std::{io::Read, net::SocketAddr, path::PathBuf};
+use std::{io::Read, net::SocketAddr, path::PathBuf, sync::Arc};
 use tonic_types::StatusExt;
 
 #[derive(Parser, Debug)]
@@ -156,8 +157,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config =
                 Config::load(config.as_deref(), Config::default(), Overrides { data_dir, ..Default::default() })?;
             let path = config.database_path();
-            let (store, report) =
-                SqliteStore::open(&path).with_context(|| format!("cannot migrate {}", path.display()))?;
+            let keyring = Arc::new(Keyring::load(&config)?);
+            let (store, report) = SqliteStore::open_with(&path, SyncConfig::default(), keyring)
+                .with_context(|| format!("cannot migrate {}", path.display()))?;
             crate::store::Store::close(&store).await;
             if report.applied.is_empty() {
                 println!("{}: schema is up to date (version {})", path.display(), report.current);

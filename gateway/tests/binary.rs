@@ -21,12 +21,18 @@ fn hurtigspor(args: &[&str], stdin: &str) -> Output {
 
 /// Runs the binary with `HURTIGSPOR_TOKEN` set to `token`.
 fn hurtigspor_as(token: Option<&str>, args: &[&str], stdin: &str) -> Output {
+    hurtigspor_with(&[], token, args, stdin)
+}
+
+/// Runs the binary with `envs` set (and `HURTIGSPOR_TOKEN` set to `token`).
+fn hurtigspor_with(envs: &[(&str, &str)], token: Option<&str>, args: &[&str], stdin: &str) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hurtigspor"));
     command.env_remove("HURTIGSPOR_TOKEN");
     if let Some(token) = token {
         command.env("HURTIGSPOR_TOKEN", token);
     }
     let mut child = command
+        .envs(envs.iter().copied())
         .args(args)
         .env("HURTIGSPOR_LOG", "warn")
         .env_remove("HURTIGSPOR_SERVER")
@@ -60,9 +66,15 @@ async fn connect(addr: &str, data_dir: &std::path::Path) -> Client {
 
 /// Starts `hurtigspor dev` on a free port and returns it with its address.
 fn start(data_dir: &std::path::Path) -> (Child, String) {
+    start_with(data_dir, &[])
+}
+
+/// Like `start`, with `envs` set.
+fn start_with(data_dir: &std::path::Path, envs: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hurtigspor"))
         .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .envs(envs.iter().copied())
         .env("HURTIGSPOR_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -158,6 +170,21 @@ fn serve_refuses_to_start_without_auth_or_a_key_and_says_which() {
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("security.national_id_key") && err.contains("HURTIGSPOR__SECURITY__NATIONAL_ID_KEY"), "{err}");
+    let hash_key = ("HURTIGSPOR__SECURITY__NATIONAL_ID_KEY", "ab".repeat(32));
+    let out = hurtigspor_with(
+        &[(hash_key.0, &hash_key.1)],
+        None,
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", data, "--config", config.to_str().unwrap()],
+        "",
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("security.encryption_keys")
+            && err.contains("HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__")
+            && err.contains("openssl rand -hex 32"),
+        "{err}"
+    );
     std::fs::write(&config, "[auth]\nissuer = \"hurtigspor-dev\"\njwks_file = \"/etc/jwks.json\"\n").unwrap();
     let out = hurtigspor_as(
         None,
@@ -182,13 +209,19 @@ fn serve_reports_a_bad_config_value_with_its_key() {
 fn migrate_applies_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let first = hurtigspor(&["migrate", "--data-dir", data], "");
+    let refused = hurtigspor(&["migrate", "--data-dir", data], "");
+    assert!(!refused.status.success(), "production needs an encryption key to migrate");
+    assert!(text(&refused.stderr).contains("security.encryption_keys"), "{}", text(&refused.stderr));
+    let key = hurtigspor_gateway::crypto::random_hex_key();
+    let env = [(KEY_A, key.as_str())];
+    let first = hurtigspor_with(&env, None, &["migrate", "--data-dir", data], "");
     assert!(first.status.success(), "{}", text(&first.stderr));
-    assert!(text(&first.stdout).contains("applied migrations [1, 2, 3]"), "{}", text(&first.stdout));
-    let again = hurtigspor(&["migrate", "--data-dir", data], "");
+    assert!(text(&first.stdout).contains("applied migrations [1, 2, 3, 4]"), "{}", text(&first.stdout));
+    let again = hurtigspor_with(&env, None, &["migrate", "--data-dir", data], "");
     assert!(text(&again.stdout).contains("up to date"), "{}", text(&again.stdout));
 }
 
+const KEY_A: &str = "HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__KA";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_subcommands_work_against_a_dev_gateway() {
     let dir = tempfile::tempdir().unwrap();
