@@ -222,6 +222,113 @@ fn migrate_applies_once() {
 }
 
 const KEY_A: &str = "HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__KA";
+const KEY_B: &str = "HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__KB";
+const ACTIVE: &str = "HURTIGSPOR__SECURITY__ACTIVE_ENCRYPTION_KEY";
+
+/// The database file and its WAL, as bytes.
+fn database_bytes(data_dir: &std::path::Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(data_dir.join("hurtigspor.db")).unwrap();
+    bytes.extend(std::fs::read(data_dir.join("hurtigspor.db-wal")).unwrap_or_default());
+    bytes
+}
+
+fn holds(bytes: &[u8], text: &str) -> bool {
+    bytes.windows(text.len()).any(|w| w == text.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_key_moves_every_national_id_to_the_active_key_and_says_when_the_old_one_can_go() {
+    use hurtigspor_proto::v1::{GetParticipantRequest, LookupParticipantRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let (a, b) = (hurtigspor_gateway::crypto::random_hex_key(), hurtigspor_gateway::crypto::random_hex_key());
+
+    // Registered while `ka` is the active key.
+    let (mut child, addr) = start_with(dir.path(), &[(KEY_A, &a), (ACTIVE, "ka")]);
+    let mut client = connect(&addr, dir.path()).await;
+    let mut registered = Vec::new();
+    for i in 0..3u32 {
+        let national_id = synthetic_fnr(1990, 2 + i, 3 + i, 40 + i);
+        let p = Participant {
+            national_id: national_id.clone(),
+            given_name: "Rotert".into(),
+            family_name: format!("Nokkel{i}"),
+            kommunenummer: "0301".into(),
+            programme: Some(Programme {
+                start_date: Some(Date { year: 2026, month: 2, day: 2 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = client
+            .create_participant(CreateParticipantRequest { participant: Some(p), request_id: String::new() })
+            .await
+            .unwrap()
+            .into_inner();
+        registered.push((created.name, national_id));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let rotate = |envs: &[(&str, &str)]| {
+        hurtigspor_with(envs, None, &["rotate-key", "--data-dir", &data, "--batch-size", "2"], "")
+    };
+    // Without the key the values are under, rotation refuses and names it.
+    let refused = rotate(&[(KEY_B, &b), (ACTIVE, "kb")]);
+    assert!(!refused.status.success());
+    let err = text(&refused.stderr);
+    assert!(err.contains("`ka`") && err.contains(KEY_A), "{err}");
+    assert!(!err.contains(&a) && !err.contains(&b), "no key in the message");
+
+    // `kb` active, `ka` kept: everything moves to `kb`, two per batch.
+    let both = [(KEY_A, a.as_str()), (KEY_B, b.as_str()), (ACTIVE, "kb")];
+    let first = rotate(&both);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let (progress, summary) = (text(&first.stderr), text(&first.stdout));
+    assert!(progress.contains("re-encrypted 2/3") && progress.contains("re-encrypted 3/3"), "{progress}");
+    assert!(summary.contains("re-encrypted 3 national id(s) to key `kb`"), "{summary}");
+    assert!(summary.contains("key `ka` encrypts nothing any longer") && summary.contains(KEY_A), "{summary}");
+    for (_, national_id) in &registered {
+        assert!(!progress.contains(national_id.as_str()) && !summary.contains(national_id.as_str()));
+    }
+
+    // Again: nothing to do.
+    let again = rotate(&both);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(!text(&again.stderr).contains("re-encrypted"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).contains("nothing to re-encrypt: all 3 national id(s) are under key `kb`"),
+        "{}",
+        text(&again.stdout)
+    );
+
+    // `ka` removed: the gateway starts, and Get and Lookup give the right numbers.
+    let (mut child, addr) = start_with(dir.path(), &[(KEY_B, &b), (ACTIVE, "kb")]);
+    let mut client = connect(&addr, dir.path()).await;
+    for (name, national_id) in &registered {
+        let got = client.get_participant(GetParticipantRequest { name: name.clone() }).await.unwrap().into_inner();
+        assert_eq!(&got.national_id, national_id);
+        let found = client
+            .lookup_participant(LookupParticipantRequest { national_id: national_id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(&found.name, name);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let bytes = database_bytes(dir.path());
+    assert!(holds(&bytes, "Nokkel1"), "the scan sees what is stored");
+    for (name, national_id) in &registered {
+        assert!(!holds(&bytes, national_id), "the national id of {name} is in the file in plain text");
+    }
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = hurtigspor_with(&both, None, &["rotate-key", "--data-dir", empty.path().to_str().unwrap()], "");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no database"), "{}", text(&out.stderr));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_subcommands_work_against_a_dev_gateway() {
     let dir = tempfile::tempdir().unwrap();

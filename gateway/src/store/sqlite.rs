@@ -98,6 +98,19 @@ pub struct WriteStats {
     pub writes: AtomicU64,
 }
 
+/// What a key rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The key id values were moved to.
+    pub active: String,
+    /// Values re-encrypted by this run.
+    pub reencrypted: usize,
+    /// False when `progress` stopped it early.
+    pub finished: bool,
+    /// How many national ids each key id holds now.
+    pub by_key: std::collections::BTreeMap<String, usize>,
+}
+
 /// What `migrate` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationReport {
@@ -164,6 +177,69 @@ impl SqliteStore {
             },
             report,
         ))
+    }
+
+    /// Re-encrypts under the active key every national id stored under
+    /// another key, `batch` per transaction, oldest first. After each batch
+    /// `progress(done, total)` is told how far it got; `Break` stops there.
+    /// Each batch commits on its own, so an interrupted rotation keeps what
+    /// it did and the next one carries on; with nothing left to do it
+    /// changes nothing. Runs on its own connection beside a serving gateway.
+    /// Blocks: call it off the async runtime.
+    pub fn rotate_keys(
+        &self,
+        batch: usize,
+        mut progress: impl FnMut(usize, usize) -> std::ops::ControlFlow<()>,
+    ) -> Result<Rotation, Error> {
+        let keyring = &self.keyring;
+        let active = keyring.active();
+        let mut conn = open_connection(&self.path, false)?;
+        let total: usize =
+            conn.query_row("SELECT count(*) FROM participants WHERE national_id_key IS NOT ?1", [active], |r| {
+                r.get(0)
+            })?;
+        let mut done = 0;
+        let mut after = 0i64;
+        let mut finished = true;
+        loop {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let rows: Vec<(i64, String, SealedColumns)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT position, id, national_id_key, national_id_sealed FROM participants
+                     WHERE position > ?1 AND national_id_key IS NOT ?2 ORDER BY position LIMIT ?3",
+                )?;
+                stmt.query_map(params![after, active, batch.max(1) as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, (r.get(2)?, r.get(3)?)))
+                })?
+                .collect::<Result<_, _>>()?
+            };
+            let Some(last) = rows.last().map(|r| r.0) else { break };
+            for (_, id, (key_id, sealed)) in rows {
+                let national_id = open_national_id(keyring, &id, key_id.clone(), sealed.clone())?;
+                let value = keyring.seal(&id, &national_id)?;
+                tx.execute(
+                    "UPDATE participants SET national_id_key = ?2, national_id_sealed = ?3
+                     WHERE id = ?1 AND national_id_key IS ?4 AND national_id_sealed IS ?5",
+                    params![id, value.key_id, value.bytes, key_id, sealed],
+                )?;
+                done += 1;
+            }
+            tx.commit()?;
+            after = last;
+            if progress(done, total.max(done)).is_break() {
+                finished = false;
+                break;
+            }
+        }
+        // The old ciphertext is zeroed in the file (secure_delete); clear it
+        // from the WAL too, as far as readers allow.
+        if done > 0 {
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        }
+        let mut stmt =
+            conn.prepare("SELECT coalesce(national_id_key, ''), count(*) FROM participants GROUP BY national_id_key")?;
+        let by_key = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        Ok(Rotation { active: active.to_owned(), reencrypted: done, finished, by_key })
     }
 
     /// Writes and commits so far: writes / commits is the mean batch size.
@@ -1863,6 +1939,89 @@ mod tests {
         assert!(report.applied.is_empty());
         assert_eq!(store.get("b").await.unwrap().unwrap().national_id, synthetic_id(2));
         store.close().await;
+    }
+
+    #[tokio::test]
+    async fn rotation_moves_every_value_to_the_active_key_in_resumable_batches() {
+        use crate::store::Store;
+        use std::ops::ControlFlow;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rot.db");
+        let (store, _) = SqliteStore::open_with(&path, SyncConfig::default(), keyring(&[("a", 1)], "a")).unwrap();
+        for n in 0..5 {
+            store.create(person(&format!("p{n}"), n)).await.unwrap();
+        }
+        store.close().await;
+
+        // B is active, A is kept: both read; new values go under B.
+        let (store, _) =
+            SqliteStore::open_with(&path, SyncConfig::default(), keyring(&[("a", 1), ("b", 2)], "b")).unwrap();
+        store.create(person("p5", 5)).await.unwrap();
+        assert_eq!(store.get("p0").await.unwrap().unwrap().national_id, synthetic_id(0));
+        // Interrupted after the first batch: that batch is kept.
+        let mut seen = Vec::new();
+        let first = store
+            .rotate_keys(2, |done, total| {
+                seen.push((done, total));
+                ControlFlow::Break(())
+            })
+            .unwrap();
+        assert_eq!((first.reencrypted, first.finished), (2, false));
+        assert_eq!(first.by_key, [("a".to_owned(), 3), ("b".to_owned(), 3)].into());
+        // Run again: it carries on from where it stopped.
+        let second = store
+            .rotate_keys(2, |done, total| {
+                seen.push((done, total));
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!((second.reencrypted, second.finished), (3, true));
+        assert_eq!(second.by_key, [("b".to_owned(), 6)].into());
+        assert_eq!(seen, [(2, 5), (2, 3), (3, 3)]);
+        // And once more: nothing to do, nothing changed.
+        let before: Vec<Vec<u8>> = store
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT national_id_sealed FROM participants ORDER BY position")?;
+                Ok(stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        let third = store.rotate_keys(2, |_, _| panic!("no batch to report")).unwrap();
+        assert_eq!((third.reencrypted, third.by_key.clone()), (0, [("b".to_owned(), 6)].into()));
+        let after: Vec<Vec<u8>> = store
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT national_id_sealed FROM participants ORDER BY position")?;
+                Ok(stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(before, after);
+        store.close().await;
+
+        // A removed: everything still reads, by id and by hash.
+        let (store, _) = SqliteStore::open_with(&path, SyncConfig::default(), keyring(&[("b", 2)], "b")).unwrap();
+        for n in 0..6u32 {
+            let id = format!("p{n}");
+            assert_eq!(store.get(&id).await.unwrap().unwrap().national_id, synthetic_id(n));
+            let found = store.get_by_national_id_hash(&[n as u8; 32]).await.unwrap().unwrap();
+            assert_eq!((found.name, found.national_id), (resource_name(&id), synthetic_id(n)));
+        }
+        let page = store.list(ListQuery { limit: 10, ..Default::default() }).await.unwrap();
+        assert_eq!(
+            page.participants.iter().map(|p| p.national_id.clone()).collect::<Vec<_>>(),
+            (0..6).map(synthetic_id).collect::<Vec<_>>()
+        );
+        store.close().await;
+
+        // Without B, the start is refused, naming the key id.
+        let err = SqliteStore::open_with(&path, SyncConfig::default(), keyring(&[("a", 1)], "a")).err().unwrap();
+        let text = err.to_string();
+        assert!(matches!(err, Error::FailedPrecondition { reason: "ENCRYPTION_KEY_NOT_CONFIGURED", .. }), "{text}");
+        assert!(text.contains("`b`") && text.contains("HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__B"), "{text}");
+        // With another value under the id B, too.
+        let err = SqliteStore::open_with(&path, SyncConfig::default(), keyring(&[("b", 3)], "b")).err().unwrap();
+        assert!(matches!(err, Error::FailedPrecondition { reason: "ENCRYPTION_KEY_WRONG", .. }), "{err}");
+        assert!(err.to_string().contains("`b`"), "{err}");
     }
 
     #[tokio::test]
