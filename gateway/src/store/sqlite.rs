@@ -2024,6 +2024,41 @@ mod tests {
         assert!(err.to_string().contains("`b`"), "{err}");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rotation_runs_beside_writes() {
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("online.db");
+        let (store, _) = SqliteStore::open_with(&path, SyncConfig::default(), keyring(&[("a", 1)], "a")).unwrap();
+        for n in 0..300u32 {
+            store
+                .create(NewParticipant { national_id_hash: n.to_be_bytes().to_vec(), ..person(&format!("p{n}"), n) })
+                .await
+                .unwrap();
+        }
+        store.close().await;
+        let (store, _) =
+            SqliteStore::open_with(&path, SyncConfig::default(), keyring(&[("a", 1), ("b", 2)], "b")).unwrap();
+        let store = Arc::new(store);
+        let rotation = tokio::task::spawn_blocking({
+            let store = Arc::clone(&store);
+            move || store.rotate_keys(25, |_, _| std::ops::ControlFlow::Continue(()))
+        });
+        for n in 300..400u32 {
+            store
+                .create(NewParticipant { national_id_hash: n.to_be_bytes().to_vec(), ..person(&format!("p{n}"), n) })
+                .await
+                .unwrap();
+        }
+        let rotation = rotation.await.unwrap().unwrap();
+        assert_eq!(rotation.reencrypted, 300);
+        assert_eq!(rotation.by_key.get("a"), None, "{:?}", rotation.by_key);
+        for n in 0..400u32 {
+            assert_eq!(store.get(&format!("p{n}")).await.unwrap().unwrap().national_id, synthetic_id(n));
+        }
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn a_ciphertext_moved_to_another_row_does_not_decrypt() {
         use crate::store::Store;
