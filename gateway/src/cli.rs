@@ -5,7 +5,8 @@ use crate::{
     api::participants::Clock,
     auth::BearerToken,
     config::{Config, Mode, Overrides},
-    store::sqlite::SqliteStore,
+    crypto::Keyring,
+    store::sqlite::{Rotation, SqliteStore, SyncConfig},
     telemetry,
 };
 use anyhow::{Context, bail};
@@ -18,7 +19,7 @@ use hurtigspor_proto::{
     },
 };
 use std::path::Path;
-use std::{io::Read, net::SocketAddr, path::PathBuf};
+use std::{io::Read, net::SocketAddr, path::PathBuf, sync::Arc};
 use tonic_types::StatusExt;
 
 #[derive(Parser, Debug)]
@@ -45,6 +46,22 @@ pub enum Command {
         /// Where the SQLite file lives.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+    },
+    /// Re-encrypt every stored national id that is not under the active key
+    /// (security.active_encryption_key), in batches. Safe to interrupt and
+    /// to run again, also while the gateway serves; it ends by saying which
+    /// keys no longer encrypt anything and may be removed.
+    RotateKey {
+        /// TOML config file with the keys; `HURTIGSPOR__*` environment
+        /// variables override it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Where the SQLite file lives.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// National ids re-encrypted per transaction.
+        #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+        batch_size: u32,
     },
     /// Run a local gateway for development: SQLite under --data-dir, dev/test
     /// mode (synthetic identities accepted), human-readable logs.
@@ -180,9 +197,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config =
                 Config::load(config.as_deref(), Config::default(), Overrides { data_dir, ..Default::default() })?;
             let path = config.database_path();
-            // Migrating appends nothing to the audit log: no key is needed.
-            let (store, report) = SqliteStore::open(&path, crate::audit::AuditKey::new(rand::random()))
-                .with_context(|| format!("cannot migrate {}", path.display()))?;
+            let keyring = Arc::new(Keyring::load(&config)?);
+            // Migrating appends nothing to the audit log: its key is not needed.
+            let (store, report) = SqliteStore::open_with(
+                &path,
+                SyncConfig::default(),
+                keyring,
+                crate::audit::AuditKey::new(rand::random()),
+            )
+            .with_context(|| format!("cannot migrate {}", path.display()))?;
             crate::store::Store::close(&store).await;
             if report.applied.is_empty() {
                 println!("{}: schema is up to date (version {})", path.display(), report.current);
@@ -195,6 +218,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             Ok(())
+        }
+        Command::RotateKey { config, data_dir, batch_size } => {
+            let config =
+                Config::load(config.as_deref(), Config::default(), Overrides { data_dir, ..Default::default() })?;
+            rotate_key(&config, batch_size as usize).await
         }
         Command::Participants { server, token, purpose, command } => {
             let token = match token {
@@ -211,6 +239,68 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             verify_audit(&config)
         }
     }
+}
+
+/// `hurtigspor rotate-key`: progress on stderr, the summary on stdout.
+async fn rotate_key(config: &Config, batch: usize) -> anyhow::Result<()> {
+    let path = config.database_path();
+    if !path.exists() {
+        bail!("there is no database at {}; pass the gateway's data directory with --data-dir", path.display());
+    }
+    let keyring = Arc::new(Keyring::load(config)?);
+    let (store, _) = SqliteStore::open_with(
+        &path,
+        SyncConfig::default(),
+        Arc::clone(&keyring),
+        // Re-encrypting appends nothing to the audit log: its key is not needed.
+        crate::audit::AuditKey::new(rand::random()),
+    )
+    .with_context(|| format!("cannot open the database at {}", path.display()))?;
+    let store = Arc::new(store);
+    let rotation = tokio::task::spawn_blocking({
+        let store = Arc::clone(&store);
+        move || {
+            store.rotate_keys(batch, |done, total| {
+                eprintln!("re-encrypted {done}/{total}");
+                std::ops::ControlFlow::Continue(())
+            })
+        }
+    })
+    .await
+    .context("the rotation stopped unexpectedly")?;
+    crate::store::Store::close(store.as_ref()).await;
+    let rotation = rotation
+        .context("the rotation stopped; what it re-encrypted is kept: fix the cause and run `hurtigspor rotate-key` again to finish")?;
+    for line in rotation_summary(&rotation, &keyring) {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// What a rotation did, and what the operator may do next.
+fn rotation_summary(rotation: &Rotation, keyring: &Keyring) -> Vec<String> {
+    let active = &rotation.active;
+    let under_active = rotation.by_key.get(active).copied().unwrap_or(0);
+    let mut lines = vec![if rotation.reencrypted == 0 {
+        format!("nothing to re-encrypt: all {under_active} national id(s) are under key `{active}`")
+    } else {
+        format!(
+            "re-encrypted {} national id(s) to key `{active}`; {under_active} in all are under it",
+            rotation.reencrypted
+        )
+    }];
+    for id in keyring.key_ids().filter(|id| id != active) {
+        match rotation.by_key.get(id).copied().unwrap_or(0) {
+            0 => lines.push(format!(
+                "key `{id}` encrypts nothing any longer: once every gateway runs with `{active}` active, remove `{id}` from security.encryption_keys (and unset {}) and restart. Keep a copy of it as long as you keep backups taken before this rotation: they need it",
+                crate::crypto::env_var(id)
+            )),
+            n => lines.push(format!(
+                "{n} national id(s) are still under key `{id}`, written since the rotation began by a gateway that still has `{id}` active: make `{active}` active in every gateway and run `hurtigspor rotate-key` again; keep `{id}` until then"
+            )),
+        }
+    }
+    lines
 }
 
 async fn serve(config: Config, dev: bool, seed: u32) -> anyhow::Result<()> {

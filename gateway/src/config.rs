@@ -8,6 +8,7 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 use std::{
+    collections::BTreeMap,
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -189,6 +190,16 @@ pub struct SecurityConfig {
     /// ids are looked up by, and for signing page tokens. Required in
     /// production; generated under `data_dir` in dev mode.
     pub national_id_key: Option<Secret>,
+    /// The keys national ids are encrypted with at rest (AES-256-GCM), by
+    /// key id (lowercase letters, digits and `_`): 64 hex characters each,
+    /// e.g. from `openssl rand -hex 32`. Each can also be set as
+    /// `HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__<ID>`. Every key id the
+    /// database still holds values under must be here. Required in
+    /// production; dev mode adds key `dev`, generated under `data_dir`.
+    pub encryption_keys: BTreeMap<String, Secret>,
+    /// The key id new values are encrypted under (`hurtigspor rotate-key`
+    /// moves old values to it). Required when there is more than one key.
+    pub active_encryption_key: Option<String>,
 }
 
 /// Programme rules that law and policy change; kept out of code.
@@ -392,6 +403,21 @@ impl Config {
                 "key `security.national_id_key` is required in production: set it in the config file or as HURTIGSPOR__SECURITY__NATIONAL_ID_KEY (64 hex characters, e.g. from `openssl rand -hex 32`)".into(),
             ));
         }
+        for id in self.security.encryption_keys.keys() {
+            crate::crypto::check_key_id(id).map_err(ConfigError)?;
+        }
+        if let Some(active) = &self.security.active_encryption_key
+            && !self.security.encryption_keys.contains_key(active)
+            && !(self.mode == Mode::Dev && active == crate::crypto::DEV_KEY_ID)
+        {
+            return Err(ConfigError(format!(
+                "key `security.active_encryption_key` names `{active}`, which is not in security.encryption_keys; add it there (or set {})",
+                crate::crypto::env_var(active)
+            )));
+        }
+        if self.mode == Mode::Production && self.security.encryption_keys.is_empty() {
+            return Err(ConfigError(crate::crypto::missing_keys_message()));
+        }
         Ok(())
     }
 }
@@ -494,6 +520,58 @@ mod tests {
         config.auth.as_mut().unwrap().issuer = "https://maskinporten.no/".into();
         assert!(config.validate().unwrap_err().to_string().contains("auth.jwks_file"));
         assert!(Config::dev_defaults().validate().is_ok());
+    }
+
+    #[test]
+    fn encryption_keys_come_from_the_file_or_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "h.toml",
+                &format!(
+                    "[security]\nactive_encryption_key = \"k2\"\n[security.encryption_keys]\nk1 = \"{}\"\n",
+                    "ab".repeat(32)
+                ),
+            )?;
+            jail.set_env("HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__K2", "cd".repeat(32));
+            let c = Config::load(Some(Path::new("h.toml")), Config::default(), Overrides::default()).unwrap();
+            let keys = &c.security.encryption_keys;
+            assert_eq!(keys.keys().collect::<Vec<_>>(), ["k1", "k2"]);
+            assert_eq!(keys["k2"].expose(), "cd".repeat(32));
+            assert_eq!(c.security.active_encryption_key.as_deref(), Some("k2"));
+            let shown = format!("{c:?}");
+            assert!(!shown.contains("abab") && !shown.contains("cdcd"), "keys are redacted: {shown}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn production_requires_an_encryption_key_and_a_known_active_one() {
+        let mut config = Config {
+            auth: Some(AuthConfig {
+                issuer: "https://maskinporten.no/".into(),
+                audience: None,
+                jwks_file: Some("/etc/hurtigspor/jwks.json".into()),
+                leeway_secs: 30,
+                clients: vec![],
+            }),
+            ..Config::default()
+        };
+        config.security.national_id_key = Some(Secret::new("ab".repeat(32)));
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("security.encryption_keys")
+                && err.contains("HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__")
+                && err.contains("openssl rand -hex 32"),
+            "{err}"
+        );
+        config.security.encryption_keys.insert("k2026a".into(), Secret::new("cd".repeat(32)));
+        assert!(config.validate().is_ok());
+        config.security.active_encryption_key = Some("k2027".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("`k2027`") && err.contains("HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__K2027"), "{err}");
+        config.security.active_encryption_key = None;
+        config.security.encryption_keys.insert("Upper".into(), Secret::new("cd".repeat(32)));
+        assert!(config.validate().unwrap_err().to_string().contains("`Upper`"));
     }
 
     #[test]

@@ -80,8 +80,15 @@ impl Keys {
 }
 
 fn dev_key(data_dir: &Path) -> anyhow::Result<Secret> {
+    dev_secret(data_dir, "master.key")
+}
+
+/// A random 32-byte key in hex, generated once and kept (readable by its
+/// owner only) in `data_dir/secrets/<file>`: dev mode's stand-in for a
+/// configured key.
+pub fn dev_secret(data_dir: &Path, file: &str) -> anyhow::Result<Secret> {
     let dir = data_dir.join("secrets");
-    let path = dir.join("master.key");
+    let path = dir.join(file);
     if let Ok(existing) = std::fs::read_to_string(&path) {
         return Ok(Secret::new(existing.trim()));
     }

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod http;

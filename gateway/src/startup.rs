@@ -7,6 +7,7 @@ use crate::{
     },
     auth::{Authenticate, Authenticator},
     config::{Config, Mode},
+    crypto::Keyring,
     domain::{national_id::IdMode, participant::Rules},
     http::HttpState,
     inbound::{self, arena::ArenaFeed, nokut::NokutFeed},
@@ -189,6 +190,7 @@ impl Gateway {
     pub async fn build(config: Config, clock: Clock) -> anyhow::Result<Self> {
         config.validate()?;
         let keys = Keys::load(&config)?;
+        let keyring = Arc::new(Keyring::load(&config)?);
         let (auth, dev_tokens) = authentication(&config)?;
         let path = config.database_path();
         let metrics = Arc::new(Metrics::new());
@@ -196,7 +198,7 @@ impl Gateway {
             targets(&config, &metrics).await?;
         let wake = Arc::new(tokio::sync::Notify::new());
         let sync = SyncConfig { targets: targets.iter().map(|t| t.name().to_owned()).collect(), wake: wake.clone() };
-        let (store, report) = SqliteStore::open_with_sync(&path, sync, keys.audit_key())
+        let (store, report) = SqliteStore::open_with(&path, sync, keyring, keys.audit_key())
             .with_context(|| format!("cannot open the database at {}", path.display()))?;
         if !report.applied.is_empty() {
             tracing::info!(applied = ?report.applied, schema = report.current, "database migrated");

@@ -21,12 +21,18 @@ fn hurtigspor(args: &[&str], stdin: &str) -> Output {
 
 /// Runs the binary with `HURTIGSPOR_TOKEN` set to `token`.
 fn hurtigspor_as(token: Option<&str>, args: &[&str], stdin: &str) -> Output {
+    hurtigspor_with(&[], token, args, stdin)
+}
+
+/// Runs the binary with `envs` set (and `HURTIGSPOR_TOKEN` set to `token`).
+fn hurtigspor_with(envs: &[(&str, &str)], token: Option<&str>, args: &[&str], stdin: &str) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hurtigspor"));
     command.env_remove("HURTIGSPOR_TOKEN");
     if let Some(token) = token {
         command.env("HURTIGSPOR_TOKEN", token);
     }
     let mut child = command
+        .envs(envs.iter().copied())
         .args(args)
         .env("HURTIGSPOR_LOG", "warn")
         .env_remove("HURTIGSPOR_SERVER")
@@ -63,9 +69,15 @@ async fn connect(addr: &str, data_dir: &std::path::Path) -> Client {
 
 /// Starts `hurtigspor dev` on a free port and returns it with its address.
 fn start(data_dir: &std::path::Path) -> (Child, String) {
+    start_with(data_dir, &[])
+}
+
+/// Like `start`, with `envs` set.
+fn start_with(data_dir: &std::path::Path, envs: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hurtigspor"))
         .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .envs(envs.iter().copied())
         .env("HURTIGSPOR_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -161,6 +173,21 @@ fn serve_refuses_to_start_without_auth_or_a_key_and_says_which() {
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("security.national_id_key") && err.contains("HURTIGSPOR__SECURITY__NATIONAL_ID_KEY"), "{err}");
+    let hash_key = ("HURTIGSPOR__SECURITY__NATIONAL_ID_KEY", "ab".repeat(32));
+    let out = hurtigspor_with(
+        &[(hash_key.0, &hash_key.1)],
+        None,
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", data, "--config", config.to_str().unwrap()],
+        "",
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("security.encryption_keys")
+            && err.contains("HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__")
+            && err.contains("openssl rand -hex 32"),
+        "{err}"
+    );
     std::fs::write(&config, "[auth]\nissuer = \"hurtigspor-dev\"\njwks_file = \"/etc/jwks.json\"\n").unwrap();
     let out = hurtigspor_as(
         None,
@@ -185,11 +212,124 @@ fn serve_reports_a_bad_config_value_with_its_key() {
 fn migrate_applies_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let first = hurtigspor(&["migrate", "--data-dir", data], "");
+    let refused = hurtigspor(&["migrate", "--data-dir", data], "");
+    assert!(!refused.status.success(), "production needs an encryption key to migrate");
+    assert!(text(&refused.stderr).contains("security.encryption_keys"), "{}", text(&refused.stderr));
+    let key = hurtigspor_gateway::crypto::random_hex_key();
+    let env = [(KEY_A, key.as_str())];
+    let first = hurtigspor_with(&env, None, &["migrate", "--data-dir", data], "");
     assert!(first.status.success(), "{}", text(&first.stderr));
     assert!(text(&first.stdout).contains("applied migrations [1, 2, 3, 4, 5]"), "{}", text(&first.stdout));
-    let again = hurtigspor(&["migrate", "--data-dir", data], "");
+    let again = hurtigspor_with(&env, None, &["migrate", "--data-dir", data], "");
     assert!(text(&again.stdout).contains("up to date"), "{}", text(&again.stdout));
+}
+
+const KEY_A: &str = "HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__KA";
+const KEY_B: &str = "HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__KB";
+const ACTIVE: &str = "HURTIGSPOR__SECURITY__ACTIVE_ENCRYPTION_KEY";
+
+/// The database file and its WAL, as bytes.
+fn database_bytes(data_dir: &std::path::Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(data_dir.join("hurtigspor.db")).unwrap();
+    bytes.extend(std::fs::read(data_dir.join("hurtigspor.db-wal")).unwrap_or_default());
+    bytes
+}
+
+fn holds(bytes: &[u8], text: &str) -> bool {
+    bytes.windows(text.len()).any(|w| w == text.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_key_moves_every_national_id_to_the_active_key_and_says_when_the_old_one_can_go() {
+    use hurtigspor_proto::v1::{GetParticipantRequest, LookupParticipantRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let (a, b) = (hurtigspor_gateway::crypto::random_hex_key(), hurtigspor_gateway::crypto::random_hex_key());
+
+    // Registered while `ka` is the active key.
+    let (mut child, addr) = start_with(dir.path(), &[(KEY_A, &a), (ACTIVE, "ka")]);
+    let mut client = connect(&addr, dir.path()).await;
+    let mut registered = Vec::new();
+    for i in 0..3u32 {
+        let national_id = synthetic_fnr(1990, 2 + i, 3 + i, 40 + i);
+        let p = Participant {
+            national_id: national_id.clone(),
+            given_name: "Rotert".into(),
+            family_name: format!("Nokkel{i}"),
+            kommunenummer: "0301".into(),
+            programme: Some(Programme {
+                start_date: Some(Date { year: 2026, month: 2, day: 2 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = client
+            .create_participant(CreateParticipantRequest { participant: Some(p), request_id: String::new() })
+            .await
+            .unwrap()
+            .into_inner();
+        registered.push((created.name, national_id));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let rotate = |envs: &[(&str, &str)]| {
+        hurtigspor_with(envs, None, &["rotate-key", "--data-dir", &data, "--batch-size", "2"], "")
+    };
+    // Without the key the values are under, rotation refuses and names it.
+    let refused = rotate(&[(KEY_B, &b), (ACTIVE, "kb")]);
+    assert!(!refused.status.success());
+    let err = text(&refused.stderr);
+    assert!(err.contains("`ka`") && err.contains(KEY_A), "{err}");
+    assert!(!err.contains(&a) && !err.contains(&b), "no key in the message");
+
+    // `kb` active, `ka` kept: everything moves to `kb`, two per batch.
+    let both = [(KEY_A, a.as_str()), (KEY_B, b.as_str()), (ACTIVE, "kb")];
+    let first = rotate(&both);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let (progress, summary) = (text(&first.stderr), text(&first.stdout));
+    assert!(progress.contains("re-encrypted 2/3") && progress.contains("re-encrypted 3/3"), "{progress}");
+    assert!(summary.contains("re-encrypted 3 national id(s) to key `kb`"), "{summary}");
+    assert!(summary.contains("key `ka` encrypts nothing any longer") && summary.contains(KEY_A), "{summary}");
+    for (_, national_id) in &registered {
+        assert!(!progress.contains(national_id.as_str()) && !summary.contains(national_id.as_str()));
+    }
+
+    // Again: nothing to do.
+    let again = rotate(&both);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(!text(&again.stderr).contains("re-encrypted"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).contains("nothing to re-encrypt: all 3 national id(s) are under key `kb`"),
+        "{}",
+        text(&again.stdout)
+    );
+
+    // `ka` removed: the gateway starts, and Get and Lookup give the right numbers.
+    let (mut child, addr) = start_with(dir.path(), &[(KEY_B, &b), (ACTIVE, "kb")]);
+    let mut client = connect(&addr, dir.path()).await;
+    for (name, national_id) in &registered {
+        let got = client.get_participant(GetParticipantRequest { name: name.clone() }).await.unwrap().into_inner();
+        assert_eq!(&got.national_id, national_id);
+        let found = client
+            .lookup_participant(LookupParticipantRequest { national_id: national_id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(&found.name, name);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let bytes = database_bytes(dir.path());
+    assert!(holds(&bytes, "Nokkel1"), "the scan sees what is stored");
+    for (name, national_id) in &registered {
+        assert!(!holds(&bytes, national_id), "the national id of {name} is in the file in plain text");
+    }
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = hurtigspor_with(&both, None, &["rotate-key", "--data-dir", empty.path().to_str().unwrap()], "");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no database"), "{}", text(&out.stderr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -229,6 +229,9 @@ pub fn production_config(data_dir: &Path) -> Config {
     let mut config = dev_config(data_dir);
     config.mode = Mode::Production;
     config.security.national_id_key = Some(Secret::new("5e".repeat(32)));
+    let key = hurtigspor_gateway::crypto::random_hex_key();
+    SECRETS.lock().unwrap().insert(key.clone());
+    config.security.encryption_keys.insert("k2026a".into(), Secret::new(key));
     // A test issuer whose key the test holds (dev tokens are refused).
     let key = dev::signing_key(data_dir).unwrap();
     let jwks = data_dir.join("jwks.json");
@@ -298,6 +301,10 @@ pub async fn spawn_with(dir: TempDir, config: Config) -> TestApp {
     }
     for secret in ["nokut-dev-webhook-secret", "arena-dev-secret", "nir-dev-secret", "nokut-dev-key"] {
         SECRETS.lock().unwrap().insert(secret.to_owned());
+    }
+    // Dev mode's generated encryption key must never be logged either.
+    if let Ok(key) = std::fs::read_to_string(hurtigspor_gateway::crypto::dev_key_path(dir.path())) {
+        SECRETS.lock().unwrap().insert(key.trim().to_owned());
     }
     let client = connect(addr, &token).await;
     TestApp { addr, mocks, http, client, token, dir, shutdown: Some(tx), server: Some(server) }

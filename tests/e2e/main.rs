@@ -2,6 +2,7 @@
 //! SQLite file and talks gRPC to it over HTTP/2. One binary, many modules.
 //! Logs are captured at TRACE level (printed when `TEST_LOG` is set).
 
+mod at_rest;
 mod audit;
 mod auth;
 mod errors;

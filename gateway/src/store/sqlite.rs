@@ -13,6 +13,7 @@ use super::{
 };
 use crate::{
     audit::{AuditEntry, AuditKey, AuditQuery, AuditRecord, Break, GENESIS, Verifier, chain_hash},
+    crypto::Keyring,
     error::Error,
 };
 use async_trait::async_trait;
@@ -49,6 +50,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
     (2, "sync", include_str!("../../migrations/sqlite/0002_sync.sql")),
     (3, "inbound", include_str!("../../migrations/sqlite/0003_inbound.sql")),
+    (4, "national_id_encryption", include_str!("../../migrations/sqlite/0004_national_id_encryption.sql")),
     (5, "audit", include_str!("../../migrations/sqlite/0005_audit.sql")),
 ];
 
@@ -102,6 +104,9 @@ pub struct SqliteStore {
     sync: SyncConfig,
     /// Chains the audit log.
     audit_key: AuditKey,
+    /// Seals national ids on insert and opens them on read: the only place
+    /// they are encrypted or decrypted.
+    keyring: Arc<Keyring>,
 }
 
 /// Counters of the write path: how many writes shared how many commits.
@@ -109,6 +114,19 @@ pub struct SqliteStore {
 pub struct WriteStats {
     pub commits: AtomicU64,
     pub writes: AtomicU64,
+}
+
+/// What a key rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The key id values were moved to.
+    pub active: String,
+    /// Values re-encrypted by this run.
+    pub reencrypted: usize,
+    /// False when `progress` stopped it early.
+    pub finished: bool,
+    /// How many national ids each key id holds now.
+    pub by_key: std::collections::BTreeMap<String, usize>,
 }
 
 /// What `migrate` did.
@@ -121,6 +139,9 @@ pub struct MigrationReport {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies pending
     /// migrations and starts the writer. `audit_key` chains the audit log.
+    /// National ids are encrypted with [`Keyring::process_local`], a key
+    /// that lives as long as this process: for tests and benchmarks. The
+    /// gateway opens with [`SqliteStore::open_with`].
     pub fn open(path: &Path, audit_key: AuditKey) -> Result<(Self, MigrationReport), Error> {
         Self::open_with_sync(path, SyncConfig::default(), audit_key)
     }
@@ -132,6 +153,19 @@ impl SqliteStore {
         sync: SyncConfig,
         audit_key: AuditKey,
     ) -> Result<(Self, MigrationReport), Error> {
+        Self::open_with(path, sync, Keyring::process_local(), audit_key)
+    }
+
+    /// Like [`SqliteStore::open_with_sync`], with national ids encrypted by
+    /// `keyring`. National ids a migration left in plain text are encrypted
+    /// first; opening fails, naming the key id, when the database holds
+    /// values under a key the keyring lacks or cannot decrypt.
+    pub fn open_with(
+        path: &Path,
+        sync: SyncConfig,
+        keyring: Arc<Keyring>,
+        audit_key: AuditKey,
+    ) -> Result<(Self, MigrationReport), Error> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Unavailable(format!("cannot create data directory {}: {e}", dir.display())))?;
@@ -141,15 +175,18 @@ impl SqliteStore {
         if report.applied.contains(&3) {
             backfill_case_numbers(&conn)?;
         }
+        seal_plaintext_national_ids(&mut conn, &keyring)?;
+        check_keys(&conn, &keyring)?;
         backfill_sync(&conn, &sync.targets)?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriteStats::default());
         let writer_stats = Arc::clone(&stats);
         let writer_sync = sync.clone();
         let writer_key = audit_key.clone();
+        let writer_keyring = Arc::clone(&keyring);
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, &writer_stats, &writer_sync, &writer_key))
+            .spawn(move || writer_loop(conn, rx, &writer_stats, &writer_sync, &writer_keyring, &writer_key))
             .map_err(|e| Error::Internal(format!("cannot start writer thread: {e}")))?;
         Ok((
             Self {
@@ -166,9 +203,73 @@ impl SqliteStore {
                 readers: Arc::new(Mutex::new(Vec::new())),
                 sync,
                 audit_key,
+                keyring,
             },
             report,
         ))
+    }
+
+    /// Re-encrypts under the active key every national id stored under
+    /// another key, `batch` per transaction, oldest first. After each batch
+    /// `progress(done, total)` is told how far it got; `Break` stops there.
+    /// Each batch commits on its own, so an interrupted rotation keeps what
+    /// it did and the next one carries on; with nothing left to do it
+    /// changes nothing. Runs on its own connection beside a serving gateway.
+    /// Blocks: call it off the async runtime.
+    pub fn rotate_keys(
+        &self,
+        batch: usize,
+        mut progress: impl FnMut(usize, usize) -> std::ops::ControlFlow<()>,
+    ) -> Result<Rotation, Error> {
+        let keyring = &self.keyring;
+        let active = keyring.active();
+        let mut conn = open_connection(&self.path, false)?;
+        let total: usize =
+            conn.query_row("SELECT count(*) FROM participants WHERE national_id_key IS NOT ?1", [active], |r| {
+                r.get(0)
+            })?;
+        let mut done = 0;
+        let mut after = 0i64;
+        let mut finished = true;
+        loop {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let rows: Vec<(i64, String, SealedColumns)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT position, id, national_id_key, national_id_sealed FROM participants
+                     WHERE position > ?1 AND national_id_key IS NOT ?2 ORDER BY position LIMIT ?3",
+                )?;
+                stmt.query_map(params![after, active, batch.max(1) as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, (r.get(2)?, r.get(3)?)))
+                })?
+                .collect::<Result<_, _>>()?
+            };
+            let Some(last) = rows.last().map(|r| r.0) else { break };
+            for (_, id, (key_id, sealed)) in rows {
+                let national_id = open_national_id(keyring, &id, key_id.clone(), sealed.clone())?;
+                let value = keyring.seal(&id, &national_id)?;
+                tx.execute(
+                    "UPDATE participants SET national_id_key = ?2, national_id_sealed = ?3
+                     WHERE id = ?1 AND national_id_key IS ?4 AND national_id_sealed IS ?5",
+                    params![id, value.key_id, value.bytes, key_id, sealed],
+                )?;
+                done += 1;
+            }
+            tx.commit()?;
+            after = last;
+            if progress(done, total.max(done)).is_break() {
+                finished = false;
+                break;
+            }
+        }
+        // The old ciphertext is zeroed in the file (secure_delete); clear it
+        // from the WAL too, as far as readers allow.
+        if done > 0 {
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        }
+        let mut stmt =
+            conn.prepare("SELECT coalesce(national_id_key, ''), count(*) FROM participants GROUP BY national_id_key")?;
+        let by_key = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        Ok(Rotation { active: active.to_owned(), reencrypted: done, finished, by_key })
     }
 
     /// Writes and commits so far: writes / commits is the mean batch size.
@@ -263,7 +364,12 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, Error> {
         }
     }
     // FULL: a commit is on disk before the caller is answered.
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    // secure_delete: deleted or rewritten content is overwritten with zeros
+    // instead of lingering in free space, so that what the gateway removes
+    // (the plaintext national ids a migration sets aside, ciphertext under a
+    // retired key after rotation) cannot be read back from the file. Deletes
+    // are rare here, so the extra writes cost little.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;")?;
     Ok(conn)
 }
 
@@ -313,6 +419,7 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Job>,
     stats: &WriteStats,
     sync: &SyncConfig,
+    keyring: &Keyring,
     audit_key: &AuditKey,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -325,7 +432,7 @@ fn writer_loop(
             }
         }
         let size = batch.len() as u64;
-        if run_batch(&mut conn, &mut batch, &sync.targets, audit_key) {
+        if run_batch(&mut conn, &mut batch, &sync.targets, keyring, audit_key) {
             stats.writes.fetch_add(size, Ordering::Relaxed);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             if !sync.targets.is_empty() {
@@ -342,7 +449,13 @@ fn writer_loop(
 }
 
 /// Runs one batch in one transaction; returns whether it committed.
-fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, targets: &[String], audit_key: &AuditKey) -> bool {
+fn run_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Job>,
+    targets: &[String],
+    keyring: &Keyring,
+    audit_key: &AuditKey,
+) -> bool {
     let mut jobs = batch.drain(..);
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
@@ -362,7 +475,7 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, targets: &[String], au
         let step: Result<Answer, (Answer, Error)> = match job {
             Job::Create(new, reply) => {
                 let audit = new.audit.clone().map(|e| (e, new.id.clone()));
-                let result = in_savepoint(&mut tx, |sp| apply_create(sp, *new, now, targets))
+                let result = in_savepoint(&mut tx, |sp| apply_create(sp, *new, now, targets, keyring))
                     .and_then(|r| audit_write(&tx, audit_key, audit, false, &r, now).map(|()| r));
                 match result {
                     Ok(r) => Ok(Answer::Write(reply, r)),
@@ -371,7 +484,7 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, targets: &[String], au
             }
             Job::Mutate(m, reply) => {
                 let audit = m.audit.clone().map(|e| (e, m.id.clone()));
-                let result = in_savepoint(&mut tx, |sp| apply_mutation(sp, *m, now, targets))
+                let result = in_savepoint(&mut tx, |sp| apply_mutation(sp, *m, now, targets, keyring))
                     .and_then(|r| audit_write(&tx, audit_key, audit, true, &r, now).map(|()| r));
                 match result {
                     Ok(r) => Ok(Answer::Write(reply, r)),
@@ -650,7 +763,7 @@ fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
 }
 
 /// Looks up a request id; returns the answer to replay, if any.
-fn replay(conn: &Connection, key: &IdempotencyKey) -> Result<Option<Committed>, Error> {
+fn replay(conn: &Connection, key: &IdempotencyKey, keyring: &Keyring) -> Result<Option<Committed>, Error> {
     let row: Option<(Vec<u8>, String, i64)> = conn
         .query_row(
             "SELECT fingerprint, participant_id, version FROM idempotency WHERE method = ?1 AND request_id = ?2",
@@ -662,14 +775,15 @@ fn replay(conn: &Connection, key: &IdempotencyKey) -> Result<Option<Committed>, 
     if fingerprint != key.fingerprint {
         return Err(Error::RequestIdReused);
     }
-    let (snapshot, national_id): (Vec<u8>, String) = conn.query_row(
-        "SELECT c.snapshot, p.national_id FROM change_log c JOIN participants p ON p.id = c.participant_id
+    let (snapshot, key_id, sealed): (Vec<u8>, Option<String>, Option<Vec<u8>>) = conn.query_row(
+        "SELECT c.snapshot, p.national_id_key, p.national_id_sealed FROM change_log c
+         JOIN participants p ON p.id = c.participant_id
          WHERE c.participant_id = ?1 AND c.version = ?2",
         params![participant_id, version],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     let mut participant = decode(&snapshot)?;
-    participant.national_id = national_id;
+    participant.national_id = open_national_id(keyring, &participant_id, key_id, sealed)?;
     Ok(Some(Committed { participant, version, replayed: true }))
 }
 
@@ -758,9 +872,10 @@ fn apply_create(
     new: NewParticipant,
     now: DateTime<Utc>,
     targets: &[String],
+    keyring: &Keyring,
 ) -> Result<Committed, Error> {
     if let Some(key) = &new.idempotency
-        && let Some(done) = replay(conn, key)?
+        && let Some(done) = replay(conn, key, keyring)?
     {
         return Ok(done);
     }
@@ -778,10 +893,21 @@ fn apply_create(
     p.update_time = Some(timestamp(now));
     let encoded = encode_record(&p);
     let status = p.hurtigspor.as_ref().map_or(0, |h| h.status);
+    let sealed = keyring.seal(&new.id, &new.national_id)?;
     conn.execute(
-        "INSERT INTO participants (id, national_id_hash, national_id, kommunenummer, hurtigspor_status, version, record, create_time, update_time)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-        params![new.id, new.national_id_hash, new.national_id, p.kommunenummer, status, version, encoded, now_text(now)],
+        "INSERT INTO participants (id, national_id_hash, national_id_key, national_id_sealed, kommunenummer, hurtigspor_status, version, record, create_time, update_time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+        params![
+            new.id,
+            new.national_id_hash,
+            sealed.key_id,
+            sealed.bytes,
+            p.kommunenummer,
+            status,
+            version,
+            encoded,
+            now_text(now)
+        ],
     )?;
     append_change(conn, &new.id, version, "participant.created", new.origin, &new.actor, now, &encoded)?;
     keep_case_numbers(conn, &new.id, &p)?;
@@ -793,8 +919,14 @@ fn apply_create(
     Ok(Committed { participant: p, version, replayed: false })
 }
 
-fn apply_mutation(conn: &Connection, m: Mutation, now: DateTime<Utc>, targets: &[String]) -> Result<Committed, Error> {
-    apply_mutation_if(conn, m, now, targets, false).map(|c| c.expect("stored unconditionally"))
+fn apply_mutation(
+    conn: &Connection,
+    m: Mutation,
+    now: DateTime<Utc>,
+    targets: &[String],
+    keyring: &Keyring,
+) -> Result<Committed, Error> {
+    apply_mutation_if(conn, m, now, targets, false, keyring).map(|c| c.expect("stored unconditionally"))
 }
 
 /// Applies a mutation; with `skip_unchanged`, a mutation that leaves the
@@ -805,21 +937,24 @@ fn apply_mutation_if(
     now: DateTime<Utc>,
     targets: &[String],
     skip_unchanged: bool,
+    keyring: &Keyring,
 ) -> Result<Option<Committed>, Error> {
     if let Some(key) = &m.idempotency
-        && let Some(done) = replay(conn, key)?
+        && let Some(done) = replay(conn, key, keyring)?
     {
         if done.participant.name != resource_name(&m.id) {
             return Err(Error::RequestIdReused);
         }
         return Ok(Some(done));
     }
-    let row: Option<(i64, Vec<u8>, String)> = conn
-        .query_row("SELECT version, record, national_id FROM participants WHERE id = ?1", [&m.id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
+    let row: Option<(i64, Vec<u8>, SealedColumns)> = conn
+        .query_row(
+            "SELECT version, record, national_id_key, national_id_sealed FROM participants WHERE id = ?1",
+            [&m.id],
+            |r| Ok((r.get(0)?, r.get(1)?, (r.get(2)?, r.get(3)?))),
+        )
         .optional()?;
-    let Some((current, record, national_id)) = row else {
+    let Some((current, record, (key_id, sealed))) = row else {
         return Err(Error::not_found(resource_name(&m.id)));
     };
     let mut p = decode(&record)?;
@@ -834,7 +969,7 @@ fn apply_mutation_if(
     {
         return Err(Error::StaleEtag { resource: resource_name(&m.id) });
     }
-    p.national_id = national_id;
+    p.national_id = open_national_id(keyring, &m.id, key_id, sealed)?;
     let before = p.clone();
     (m.apply)(&mut p)?;
     if !within(&p.kommunenummer) {
@@ -934,6 +1069,7 @@ fn settle_audited(
     position: &str,
     outcome: Settle,
     targets: &[String],
+    keyring: &Keyring,
 ) -> Result<Settled, Error> {
     let participant = match &outcome {
         Settle::Apply { mutation, .. } => Some(mutation.id.clone()),
@@ -944,7 +1080,7 @@ fn settle_audited(
             r.get(0)
         })
         .optional()?;
-    let settled = settle(c, source, position, outcome, targets)?;
+    let settled = settle(c, source, position, outcome, targets, keyring)?;
     let (result, detail) = match &settled {
         Settled::Handled(Some(v)) => ("handled", format!("position {position}; version {v}")),
         Settled::Handled(None) => ("handled", format!("position {position}; nothing changed")),
@@ -969,7 +1105,14 @@ fn settle_audited(
 }
 
 /// Settles one inbox entry inside a transaction.
-fn settle(c: &Connection, source: &str, position: &str, settle: Settle, targets: &[String]) -> Result<Settled, Error> {
+fn settle(
+    c: &Connection,
+    source: &str,
+    position: &str,
+    settle: Settle,
+    targets: &[String],
+    keyring: &Keyring,
+) -> Result<Settled, Error> {
     let now = Utc::now();
     let open: Option<i64> = c
         .query_row(
@@ -1007,7 +1150,7 @@ fn settle(c: &Connection, source: &str, position: &str, settle: Settle, targets:
                 )?;
                 return Ok(Settled::Superseded);
             }
-            let committed = apply_mutation_if(c, *mutation, now, targets, true)?;
+            let committed = apply_mutation_if(c, *mutation, now, targets, true, keyring)?;
             advance_applied(c, source, &entity, position)?;
             for (system, reference) in refs {
                 c.execute(
@@ -1087,10 +1230,127 @@ fn sync_rows(c: &Connection, filter: &str, args: impl rusqlite::Params) -> Resul
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-fn row_participant(record: Vec<u8>, national_id: String) -> Result<Participant, Error> {
-    let mut p = decode(&record)?;
-    p.national_id = national_id;
+/// A stored national id as read: its key id and its ciphertext
+/// (`national_id_key`, `national_id_sealed`).
+type SealedColumns = (Option<String>, Option<Vec<u8>>);
+
+/// The participant of a row (`id, record, national_id_key,
+/// national_id_sealed`), its national id decrypted.
+fn row_participant(keyring: &Keyring, r: &rusqlite::Row<'_>) -> Result<Participant, Error> {
+    let id: String = r.get("id")?;
+    let mut p = decode(&r.get::<_, Vec<u8>>("record")?)?;
+    p.national_id = open_national_id(keyring, &id, r.get("national_id_key")?, r.get("national_id_sealed")?)?;
     Ok(p)
+}
+
+/// Decrypts a stored national id. Errors name the participant and the key
+/// id, never the value.
+fn open_national_id(
+    keyring: &Keyring,
+    id: &str,
+    key_id: Option<String>,
+    sealed: Option<Vec<u8>>,
+) -> Result<String, Error> {
+    let (Some(key_id), Some(sealed)) = (key_id, sealed) else {
+        return Err(Error::Internal(format!(
+            "participants/{id} has no encrypted national id; reopen the database with the gateway to finish its migration"
+        )));
+    };
+    Ok(keyring.open(id, &key_id, &sealed)?)
+}
+
+/// Encrypts the national ids that migration 4 set aside in plain text, in
+/// one transaction, then rewrites the file (VACUUM) and truncates the WAL:
+/// with `secure_delete` the rows deleted are zeroed, and VACUUM plus the
+/// TRUNCATE checkpoint leave no page of the file and no WAL frame that held
+/// them. The set-aside table is dropped only after that, so an interrupted
+/// run (or a WAL another process kept open) is finished at the next open.
+fn seal_plaintext_national_ids(conn: &mut Connection, keyring: &Keyring) -> Result<(), Error> {
+    let pending: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'national_id_plaintext'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !pending {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut sealed = 0;
+    {
+        let mut select = tx.prepare("SELECT participant_id, national_id FROM national_id_plaintext")?;
+        let mut update =
+            tx.prepare("UPDATE participants SET national_id_key = ?2, national_id_sealed = ?3 WHERE id = ?1")?;
+        let mut rows = select.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let national_id: String = row.get(1)?;
+            let value = keyring.seal(&id, &national_id)?;
+            update.execute(params![id, value.key_id, value.bytes])?;
+            sealed += 1;
+        }
+    }
+    tx.execute("DELETE FROM national_id_plaintext", [])?;
+    let stored: i64 = tx.query_row("SELECT count(*) FROM participants", [], |r| r.get(0))?;
+    tx.commit()?;
+    // A database that never held a participant has no plaintext to clear.
+    if stored > 0 {
+        conn.execute_batch("VACUUM")?;
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy != 0 {
+            return Err(Error::Unavailable(
+                "national ids were encrypted, but another process holds the database open, so its WAL could not be cleared of the old plain text; stop that process and start again".into(),
+            ));
+        }
+    }
+    conn.execute_batch("DROP TABLE national_id_plaintext")?;
+    if sealed > 0 {
+        tracing::info!(participants = sealed, "national ids stored in plain text were encrypted");
+    }
+    Ok(())
+}
+
+/// Every key id the database holds national ids under must be in the
+/// keyring and must decrypt one of them, so that a missing or wrong key
+/// stops the start instead of failing reads later.
+fn check_keys(conn: &Connection, keyring: &Keyring) -> Result<(), Error> {
+    let mut stmt = conn.prepare(
+        "SELECT national_id_key, count(*), min(id) FROM participants GROUP BY national_id_key ORDER BY national_id_key",
+    )?;
+    let in_use: Vec<(Option<String>, i64, String)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+    for (key_id, count, sample) in in_use {
+        let Some(key_id) = key_id else {
+            return Err(Error::precondition(
+                "NATIONAL_ID_NOT_ENCRYPTED",
+                format!("participants/{sample}"),
+                format!(
+                    "{count} participant(s), e.g. participants/{sample}, have no encrypted national id: the database was changed outside the gateway; restore it from a backup"
+                ),
+            ));
+        };
+        if !keyring.contains(&key_id) {
+            return Err(Error::precondition(
+                "ENCRYPTION_KEY_NOT_CONFIGURED",
+                "security.encryption_keys",
+                format!(
+                    "{count} national id(s) in this database are encrypted under key `{key_id}`, which is not configured: add it to security.encryption_keys (or set {}) and start again. Remove a key only after `hurtigspor rotate-key` reports that no value is under it",
+                    crate::crypto::env_var(&key_id)
+                ),
+            ));
+        }
+        let sealed: Option<Vec<u8>> =
+            conn.query_row("SELECT national_id_sealed FROM participants WHERE id = ?1", [&sample], |r| r.get(0))?;
+        if keyring.open(&sample, &key_id, sealed.as_deref().unwrap_or_default()).is_err() {
+            return Err(Error::precondition(
+                "ENCRYPTION_KEY_WRONG",
+                "security.encryption_keys",
+                format!(
+                    "the configured key `{key_id}` does not decrypt the national ids stored under it (e.g. participants/{sample}): its value differs from the one they were encrypted with; configure the original value of `{key_id}`"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -1105,36 +1365,38 @@ impl Store for SqliteStore {
 
     async fn get(&self, id: &str) -> Result<Option<Participant>, Error> {
         let id = id.to_owned();
+        let keyring = Arc::clone(&self.keyring);
         self.read(move |c| {
-            let row: Option<(Vec<u8>, String)> = c
-                .query_row("SELECT record, national_id FROM participants WHERE id = ?1", [&id], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
-            row.map(|(r, n)| row_participant(r, n)).transpose()
+            let mut stmt = c.prepare_cached(
+                "SELECT id, record, national_id_key, national_id_sealed FROM participants WHERE id = ?1",
+            )?;
+            let mut rows = stmt.query([&id])?;
+            rows.next()?.map(|r| row_participant(&keyring, r)).transpose()
         })
         .await
     }
 
     async fn get_by_national_id_hash(&self, hash: &[u8]) -> Result<Option<Participant>, Error> {
         let hash = hash.to_vec();
+        let keyring = Arc::clone(&self.keyring);
         self.read(move |c| {
-            let row: Option<(Vec<u8>, String)> = c
-                .query_row("SELECT record, national_id FROM participants WHERE national_id_hash = ?1", [&hash], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
-            row.map(|(r, n)| row_participant(r, n)).transpose()
+            let mut stmt = c.prepare_cached(
+                "SELECT id, record, national_id_key, national_id_sealed FROM participants WHERE national_id_hash = ?1",
+            )?;
+            let mut rows = stmt.query([&hash])?;
+            rows.next()?.map(|r| row_participant(&keyring, r)).transpose()
         })
         .await
     }
 
     async fn list(&self, query: ListQuery) -> Result<ListPage, Error> {
+        let keyring = Arc::clone(&self.keyring);
         self.read(move |c| {
             let limit = i64::try_from(query.limit).unwrap_or(i64::MAX - 1) + 1;
             let after = query.after.unwrap_or(0);
-            let mut sql =
-                String::from("SELECT position, record, national_id FROM participants WHERE position > :after");
+            let mut sql = String::from(
+                "SELECT position, id, record, national_id_key, national_id_sealed FROM participants WHERE position > :after",
+            );
             let mut args: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":after", &after), (":limit", &limit)];
             let names: Vec<String> =
                 (0..query.kommuner.as_ref().map_or(0, Vec::len)).map(|i| format!(":k{i}")).collect();
@@ -1160,7 +1422,7 @@ impl Store for SqliteStore {
                     break;
                 }
                 last_position = Some(row.get::<_, i64>(0)?);
-                participants.push(row_participant(row.get(1)?, row.get(2)?)?);
+                participants.push(row_participant(&keyring, row)?);
             }
             Ok(ListPage { participants, last_position, more })
         })
@@ -1370,7 +1632,9 @@ impl Store for SqliteStore {
         let (source, position) = (source.to_owned(), position.to_owned());
         let targets = self.sync.targets.clone();
         let key = self.audit_key.clone();
-        let settled = self.sync_write(move |c| settle_audited(c, &key, &source, &position, outcome, &targets)).await?;
+        let keyring = Arc::clone(&self.keyring);
+        let settled =
+            self.sync_write(move |c| settle_audited(c, &key, &source, &position, outcome, &targets, &keyring)).await?;
         if matches!(settled, Settled::Handled(Some(_))) && !self.sync.targets.is_empty() {
             self.sync.wake.notify_one();
         }
@@ -1531,7 +1795,7 @@ mod tests {
             batch.push(make(tx));
             receivers.push(rx);
         }
-        run_batch(conn, &mut batch, &[], &test_key());
+        run_batch(conn, &mut batch, &[], &Keyring::process_local(), &test_key());
         receivers.into_iter().map(|mut rx| rx.try_recv().expect("every job is answered")).collect()
     }
 
@@ -1838,6 +2102,344 @@ mod tests {
         store.close().await;
     }
 
+    /// The database file and its WAL, as bytes.
+    fn file_bytes(path: &Path) -> Vec<u8> {
+        let mut bytes = std::fs::read(path).unwrap();
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        bytes.extend(std::fs::read(wal).unwrap_or_default());
+        bytes
+    }
+
+    fn holds(bytes: &[u8], text: &str) -> bool {
+        bytes.windows(text.len()).any(|w| w == text.as_bytes())
+    }
+
+    fn synthetic_id(n: u32) -> String {
+        crate::domain::national_id::testing::synthetic_fnr(1985, 1 + n % 12, 1 + n % 28, n)
+    }
+
+    /// A participant with a real-looking national id and a given name that
+    /// only it has.
+    fn person(id: &str, n: u32) -> NewParticipant {
+        NewParticipant {
+            national_id: synthetic_id(n),
+            record: Participant {
+                given_name: format!("Filescan{n:04}"),
+                kommunenummer: "0301".into(),
+                ..Default::default()
+            },
+            ..new_participant(id, n as u8)
+        }
+    }
+
+    fn keyring(keys: &[(&str, u8)], active: &str) -> Arc<Keyring> {
+        Arc::new(Keyring::new(keys.iter().map(|(id, b)| (id.to_string(), [*b; 32])), active).unwrap())
+    }
+
+    #[tokio::test]
+    async fn national_ids_never_reach_the_file_or_the_wal_in_plain_text() {
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scan.db");
+        let (store, _) =
+            SqliteStore::open_with(&path, SyncConfig::default(), keyring(&[("a", 1)], "a"), test_key()).unwrap();
+        let people: Vec<NewParticipant> = (0..20).map(|n| person(&format!("p{n}"), n)).collect();
+        let ids: Vec<(String, String)> = people.iter().map(|p| (p.id.clone(), p.national_id.clone())).collect();
+        for p in people {
+            store.create(p).await.unwrap();
+        }
+        store
+            .mutate(mutation("p3", |p| {
+                p.family_name = "Changed".into();
+                Ok(())
+            }))
+            .await
+            .unwrap();
+        for (id, national_id) in &ids {
+            assert_eq!(&store.get(id).await.unwrap().unwrap().national_id, national_id, "it reads back");
+        }
+        // While open, the writes are in the WAL; after close, in the file.
+        for stage in ["open", "closed"] {
+            if stage == "closed" {
+                store.close().await;
+            }
+            let bytes = file_bytes(&path);
+            assert!(holds(&bytes, "Filescan0007"), "the scan sees what is stored ({stage})");
+            for (id, national_id) in &ids {
+                assert!(!holds(&bytes, national_id), "the national id of {id} is in the file in plain text ({stage})");
+            }
+        }
+    }
+
+    /// A database as gateways before migration 4 left it: migrations 1-3
+    /// and national ids in plain text.
+    fn database_before_encryption(path: &Path) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (
+                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_time TEXT NOT NULL)",
+        )
+        .unwrap();
+        for (version, name, sql) in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+            let checksum = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(sql.as_bytes()));
+            conn.execute("INSERT INTO schema_migrations VALUES (?1, ?2, ?3, 'then')", params![version, name, checksum])
+                .unwrap();
+        }
+        conn
+    }
+
+    fn insert_plaintext(conn: &Connection, id: &str, n: u32) {
+        let record = Participant {
+            name: resource_name(id),
+            given_name: format!("Filescan{n:04}"),
+            kommunenummer: "0301".into(),
+            etag: etag_for(1),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        conn.execute(
+            "INSERT INTO participants (id, national_id_hash, national_id, kommunenummer, hurtigspor_status, version, record, create_time, update_time)
+             VALUES (?1, ?2, ?3, '0301', 0, 1, ?4, 'then', 'then')",
+            params![id, vec![n as u8; 32], synthetic_id(n), record],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO change_log (participant_id, version, kind, origin, actor, commit_time, snapshot)
+             VALUES (?1, 1, 'participant.created', 'api', 'test', 'then', ?2)",
+            params![id, record],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO idempotency (method, request_id, fingerprint, participant_id, version, create_time)
+             VALUES ('CreateParticipant', ?1, ?2, ?1, 1, 'then')",
+            params![id, vec![n as u8; 32]],
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn plain_text_national_ids_are_encrypted_at_open_and_leave_no_trace_in_the_file() {
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old = database_before_encryption(&path);
+        insert_plaintext(&old, "a", 1);
+        old.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)).unwrap();
+        // The second stays in the WAL, as after a crash: the old connection
+        // stays open so that closing it does not fold the WAL in.
+        insert_plaintext(&old, "b", 2);
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        assert!(holds(&std::fs::read(&path).unwrap(), &synthetic_id(1)), "the scan finds plaintext in the file");
+        assert!(holds(&std::fs::read(&wal).unwrap(), &synthetic_id(2)), "the scan finds plaintext in the WAL");
+
+        let (store, report) = SqliteStore::open(&path, test_key()).unwrap();
+        assert_eq!(report.applied, vec![4, 5]);
+        drop(old);
+        for (id, n) in [("a", 1), ("b", 2)] {
+            let p = store.get(id).await.unwrap().unwrap();
+            assert_eq!(p.national_id, synthetic_id(n), "participants/{id} reads back");
+            assert_eq!(p.given_name, format!("Filescan{n:04}"));
+            let found = store.get_by_national_id_hash(&[n as u8; 32]).await.unwrap().unwrap();
+            assert_eq!(found.national_id, synthetic_id(n));
+        }
+        // A retried request is answered from the change log, national id included.
+        let key = IdempotencyKey { method: "CreateParticipant", request_id: "a".into(), fingerprint: [1; 32] };
+        let replayed = store.create(NewParticipant { idempotency: Some(key), ..person("x", 9) }).await.unwrap();
+        assert!(replayed.replayed);
+        assert_eq!(replayed.participant.national_id, synthetic_id(1));
+        let (columns, leftover): (String, i64) = store
+            .read(|c| {
+                Ok((
+                    c.query_row("SELECT group_concat(name) FROM pragma_table_info('participants')", [], |r| r.get(0))?,
+                    c.query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'national_id_plaintext'", [], |r| {
+                        r.get(0)
+                    })?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert!(!columns.split(',').any(|c| c == "national_id"), "{columns}");
+        assert_eq!(leftover, 0, "the set-aside plaintext is gone");
+        // Before the store writes anything else: the file and the WAL.
+        let bytes = file_bytes(&path);
+        assert!(holds(&bytes, "Filescan0002"), "the scan sees what is stored");
+        for n in [1, 2] {
+            assert!(!holds(&bytes, &synthetic_id(n)), "national id {n} is left in plain text");
+        }
+        store.close().await;
+        let bytes = file_bytes(&path);
+        assert!(holds(&bytes, "Filescan0001"));
+        for n in [1, 2] {
+            assert!(!holds(&bytes, &synthetic_id(n)), "national id {n} is left in plain text after close");
+        }
+        // Opening again finds nothing more to do.
+        let (store, report) = SqliteStore::open(&path, test_key()).unwrap();
+        assert!(report.applied.is_empty());
+        assert_eq!(store.get("b").await.unwrap().unwrap().national_id, synthetic_id(2));
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn rotation_moves_every_value_to_the_active_key_in_resumable_batches() {
+        use crate::store::Store;
+        use std::ops::ControlFlow;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rot.db");
+        let (store, _) =
+            SqliteStore::open_with(&path, SyncConfig::default(), keyring(&[("a", 1)], "a"), test_key()).unwrap();
+        for n in 0..5 {
+            store.create(person(&format!("p{n}"), n)).await.unwrap();
+        }
+        store.close().await;
+
+        // B is active, A is kept: both read; new values go under B.
+        let (store, _) =
+            SqliteStore::open_with(&path, SyncConfig::default(), keyring(&[("a", 1), ("b", 2)], "b"), test_key())
+                .unwrap();
+        store.create(person("p5", 5)).await.unwrap();
+        assert_eq!(store.get("p0").await.unwrap().unwrap().national_id, synthetic_id(0));
+        // Interrupted after the first batch: that batch is kept.
+        let mut seen = Vec::new();
+        let first = store
+            .rotate_keys(2, |done, total| {
+                seen.push((done, total));
+                ControlFlow::Break(())
+            })
+            .unwrap();
+        assert_eq!((first.reencrypted, first.finished), (2, false));
+        assert_eq!(first.by_key, [("a".to_owned(), 3), ("b".to_owned(), 3)].into());
+        // Run again: it carries on from where it stopped.
+        let second = store
+            .rotate_keys(2, |done, total| {
+                seen.push((done, total));
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!((second.reencrypted, second.finished), (3, true));
+        assert_eq!(second.by_key, [("b".to_owned(), 6)].into());
+        assert_eq!(seen, [(2, 5), (2, 3), (3, 3)]);
+        // And once more: nothing to do, nothing changed.
+        let before: Vec<Vec<u8>> = store
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT national_id_sealed FROM participants ORDER BY position")?;
+                Ok(stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        let third = store.rotate_keys(2, |_, _| panic!("no batch to report")).unwrap();
+        assert_eq!((third.reencrypted, third.by_key.clone()), (0, [("b".to_owned(), 6)].into()));
+        let after: Vec<Vec<u8>> = store
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT national_id_sealed FROM participants ORDER BY position")?;
+                Ok(stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(before, after);
+        store.close().await;
+
+        // A removed: everything still reads, by id and by hash.
+        let (store, _) =
+            SqliteStore::open_with(&path, SyncConfig::default(), keyring(&[("b", 2)], "b"), test_key()).unwrap();
+        for n in 0..6u32 {
+            let id = format!("p{n}");
+            assert_eq!(store.get(&id).await.unwrap().unwrap().national_id, synthetic_id(n));
+            let found = store.get_by_national_id_hash(&[n as u8; 32]).await.unwrap().unwrap();
+            assert_eq!((found.name, found.national_id), (resource_name(&id), synthetic_id(n)));
+        }
+        let page = store.list(ListQuery { limit: 10, ..Default::default() }).await.unwrap();
+        assert_eq!(
+            page.participants.iter().map(|p| p.national_id.clone()).collect::<Vec<_>>(),
+            (0..6).map(synthetic_id).collect::<Vec<_>>()
+        );
+        store.close().await;
+
+        // Without B, the start is refused, naming the key id.
+        let err =
+            SqliteStore::open_with(&path, SyncConfig::default(), keyring(&[("a", 1)], "a"), test_key()).err().unwrap();
+        let text = err.to_string();
+        assert!(matches!(err, Error::FailedPrecondition { reason: "ENCRYPTION_KEY_NOT_CONFIGURED", .. }), "{text}");
+        assert!(text.contains("`b`") && text.contains("HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__B"), "{text}");
+        // With another value under the id B, too.
+        let err =
+            SqliteStore::open_with(&path, SyncConfig::default(), keyring(&[("b", 3)], "b"), test_key()).err().unwrap();
+        assert!(matches!(err, Error::FailedPrecondition { reason: "ENCRYPTION_KEY_WRONG", .. }), "{err}");
+        assert!(err.to_string().contains("`b`"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rotation_runs_beside_writes() {
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("online.db");
+        let (store, _) =
+            SqliteStore::open_with(&path, SyncConfig::default(), keyring(&[("a", 1)], "a"), test_key()).unwrap();
+        for n in 0..300u32 {
+            store
+                .create(NewParticipant { national_id_hash: n.to_be_bytes().to_vec(), ..person(&format!("p{n}"), n) })
+                .await
+                .unwrap();
+        }
+        store.close().await;
+        let (store, _) =
+            SqliteStore::open_with(&path, SyncConfig::default(), keyring(&[("a", 1), ("b", 2)], "b"), test_key())
+                .unwrap();
+        let store = Arc::new(store);
+        let rotation = tokio::task::spawn_blocking({
+            let store = Arc::clone(&store);
+            move || store.rotate_keys(25, |_, _| std::ops::ControlFlow::Continue(()))
+        });
+        for n in 300..400u32 {
+            store
+                .create(NewParticipant { national_id_hash: n.to_be_bytes().to_vec(), ..person(&format!("p{n}"), n) })
+                .await
+                .unwrap();
+        }
+        let rotation = rotation.await.unwrap().unwrap();
+        assert_eq!(rotation.reencrypted, 300);
+        assert_eq!(rotation.by_key.get("a"), None, "{:?}", rotation.by_key);
+        for n in 0..400u32 {
+            assert_eq!(store.get(&format!("p{n}")).await.unwrap().unwrap().national_id, synthetic_id(n));
+        }
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_ciphertext_moved_to_another_row_does_not_decrypt() {
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("moved.db");
+        let (store, _) = SqliteStore::open(&path, test_key()).unwrap();
+        store.create(person("a", 1)).await.unwrap();
+        store.create(person("b", 2)).await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE participants SET national_id_sealed = (SELECT national_id_sealed FROM participants WHERE id = 'a')
+             WHERE id = 'b'",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        assert_eq!(store.get("a").await.unwrap().unwrap().national_id, synthetic_id(1));
+        for result in [
+            store.get("b").await.map(|_| ()),
+            store.get_by_national_id_hash(&[2; 32]).await.map(|_| ()),
+            store.list(ListQuery { limit: 10, ..Default::default() }).await.map(|_| ()),
+            store.mutate(mutation("b", |_| Ok(()))).await.map(|_| ()),
+        ] {
+            let Err(Error::Internal(message)) = result else {
+                panic!("a moved ciphertext must not decrypt: {result:?}")
+            };
+            assert!(message.contains("participants/b") && message.contains("`process-local`"), "{message}");
+            assert!(!message.contains(&synthetic_id(1)) && !message.contains(&synthetic_id(2)), "{message}");
+        }
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn the_database_is_in_wal_mode_with_full_sync() {
         let dir = tempfile::tempdir().unwrap();
@@ -1853,6 +2455,9 @@ mod tests {
             .unwrap();
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "FULL");
+        let secure_delete: i64 =
+            store.read(|c| Ok(c.query_row("PRAGMA secure_delete", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(secure_delete, 1, "deleted content is overwritten");
         store.close().await;
     }
 
