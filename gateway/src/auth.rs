@@ -133,26 +133,18 @@ pub fn writer<T>(request: &Request<T>, nav_allowed: bool) -> Result<Caller, Stat
 /// The caller of an operator's method: the sync.admin scope and the
 /// administrator role (whatever scopes another role was given).
 pub fn administrator<T>(request: &Request<T>) -> Result<Caller, Status> {
-    let who = caller(request, Scope::SyncAdmin)?;
-    if who.role != Role::Admin {
-        return Err(Error::PermissionDenied {
-            reason: "ROLE_NOT_ALLOWED",
-            message: "failed deliveries, replays and the inbox are for the gateway's operators".into(),
-        }
-        .into());
-    }
-    Ok(who)
+    admin_with(request, Scope::SyncAdmin, "failed deliveries, replays and the inbox are for the gateway's operators")
 }
 
 /// The caller of an audit log query: an administrator with the audit scope.
 pub fn auditor<T>(request: &Request<T>) -> Result<Caller, Status> {
-    let who = caller(request, Scope::AuditRead)?;
+    admin_with(request, Scope::AuditRead, "the audit log is for the gateway's administrators")
+}
+
+fn admin_with<T>(request: &Request<T>, scope: Scope, refusal: &str) -> Result<Caller, Status> {
+    let who = caller(request, scope)?;
     if who.role != Role::Admin {
-        return Err(Error::PermissionDenied {
-            reason: "ROLE_NOT_ALLOWED",
-            message: "the audit log is for the gateway's administrators".into(),
-        }
-        .into());
+        return Err(Error::PermissionDenied { reason: "ROLE_NOT_ALLOWED", message: refusal.into() }.into());
     }
     Ok(who)
 }

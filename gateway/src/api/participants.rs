@@ -162,6 +162,19 @@ macro_rules! method {
     };
 }
 
+/// Runs a handler's body (an async block in which `$audit` is the
+/// request's `&mut RequestAudit`), then writes the audit entries and answers.
+macro_rules! audited {
+    ($self:ident, $audit:ident, $body:block) => {{
+        let result = {
+            let $audit = &mut $audit;
+            async move $body
+        }
+        .await;
+        $self.respond($audit, result).await
+    }};
+}
+
 /// A write's caller and audit entry; a purpose is optional for writes.
 fn begin_write<T>(
     request: &Request<T>,
@@ -187,9 +200,7 @@ impl ParticipantService for ParticipantApi {
         request: Request<CreateParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
         let (who, mut audit) = begin_write(&request, false, method!("CreateParticipant"))?;
-        let result = {
-            let audit = &mut audit;
-            async move {
+        audited!(self, audit, {
             audit.purpose(parse_purpose(request.metadata())?);
             let req = request.into_inner();
             let input = required(req.participant.as_ref(), "participant", "the participant to register")?;
@@ -223,31 +234,23 @@ impl ParticipantService for ParticipantApi {
             };
             tracing::info!(participant = %committed.participant.name, replayed = committed.replayed, "participant created");
             Ok(self.present(committed.participant))
-            }
-        }
-        .await;
-        self.respond(audit, result).await
+        })
     }
 
     async fn get_participant(&self, request: Request<GetParticipantRequest>) -> Result<Response<Participant>, Status> {
         let (who, mut audit) = begin_read(&request, method!("GetParticipant"))?;
-        let result = {
-            let audit = &mut audit;
-            async move {
-                let id = Self::target(audit, &request.get_ref().name)?;
-                audit.purpose(Some(require_purpose(request.metadata())?));
-                let p = self
-                    .store
-                    .get(&id)
-                    .await?
-                    .filter(|p| who.sees(&p.kommunenummer))
-                    .ok_or_else(|| Error::not_found(crate::store::resource_name(&id)))?;
-                tracing::info!(participant = %id, "participant read");
-                Ok(self.present(p))
-            }
-        }
-        .await;
-        self.respond(audit, result).await
+        audited!(self, audit, {
+            let id = Self::target(audit, &request.get_ref().name)?;
+            audit.purpose(Some(require_purpose(request.metadata())?));
+            let p = self
+                .store
+                .get(&id)
+                .await?
+                .filter(|p| who.sees(&p.kommunenummer))
+                .ok_or_else(|| Error::not_found(crate::store::resource_name(&id)))?;
+            tracing::info!(participant = %id, "participant read");
+            Ok(self.present(p))
+        })
     }
 
     async fn list_participants(
@@ -255,71 +258,66 @@ impl ParticipantService for ParticipantApi {
         request: Request<ListParticipantsRequest>,
     ) -> Result<Response<ListParticipantsResponse>, Status> {
         let (who, mut audit) = begin_read(&request, method!("ListParticipants"))?;
-        let result = {
-            let audit = &mut audit;
-            async move {
-                audit.purpose(Some(require_purpose(request.metadata())?));
-                let req = request.into_inner();
-                let mut v = crate::error::Violations::new();
-                if req.page_size < 0 {
-                    v.add("page_size", "OUT_OF_RANGE", "must not be negative; 0 means the default page size");
-                }
-                let kommune = if req.kommunenummer.is_empty() {
-                    None
-                } else {
-                    match Kommunenummer::parse(&req.kommunenummer) {
-                        Ok(k) => Some(k.as_str().to_owned()),
-                        Err(e) => {
-                            v.add("kommunenummer", "INVALID_KOMMUNE", e.to_string());
-                            None
-                        }
-                    }
-                };
-                let status = match HurtigsporStatus::try_from(req.hurtigspor_status) {
-                    Ok(HurtigsporStatus::Unspecified) => None,
-                    Ok(s) => Some(s as i32),
-                    Err(_) => {
-                        v.add("hurtigspor_status", "UNKNOWN_ENUM_VALUE", "is not a known HurtigsporStatus");
+        audited!(self, audit, {
+            audit.purpose(Some(require_purpose(request.metadata())?));
+            let req = request.into_inner();
+            let mut v = crate::error::Violations::new();
+            if req.page_size < 0 {
+                v.add("page_size", "OUT_OF_RANGE", "must not be negative; 0 means the default page size");
+            }
+            let kommune = if req.kommunenummer.is_empty() {
+                None
+            } else {
+                match Kommunenummer::parse(&req.kommunenummer) {
+                    Ok(k) => Some(k.as_str().to_owned()),
+                    Err(e) => {
+                        v.add("kommunenummer", "INVALID_KOMMUNE", e.to_string());
                         None
                     }
-                };
-                v.check()?;
-                let status_text = status.map(|s| s.to_string()).unwrap_or_default();
-                // A page token is good only for the caller it was given to.
-                let filter =
-                    pagination::filter_digest(&[kommune.as_deref().unwrap_or(""), &status_text, &who.organisation]);
-                let after = if req.page_token.is_empty() {
-                    None
-                } else {
-                    Some(pagination::decode(&self.keys, &req.page_token, filter)?)
-                };
-                let limit = match req.page_size {
-                    0 => self.limits.default_page_size,
-                    n => (n as u32).min(self.limits.max_page_size),
-                } as usize;
-                // A kommune lists its own kommuner only, whatever it asks for.
-                let kommuner = match (who.role, kommune) {
-                    (Role::Kommune, Some(k)) => Some(who.kommuner.iter().filter(|o| **o == k).cloned().collect()),
-                    (Role::Kommune, None) => Some(who.kommuner.clone()),
-                    (_, k) => k.map(|k| vec![k]),
-                };
-                let page = self.store.list(ListQuery { kommuner, hurtigspor_status: status, after, limit }).await?;
-                let next_page_token = match (page.more, page.last_position) {
-                    (true, Some(last)) => pagination::encode(&self.keys, last, filter),
-                    _ => String::new(),
-                };
-                for p in &page.participants {
-                    audit.about(p.name.trim_start_matches("participants/"));
                 }
-                tracing::info!(count = page.participants.len(), "participants listed");
-                Ok(ListParticipantsResponse {
-                    participants: page.participants.into_iter().map(|p| self.present(p)).collect(),
-                    next_page_token,
-                })
+            };
+            let status = match HurtigsporStatus::try_from(req.hurtigspor_status) {
+                Ok(HurtigsporStatus::Unspecified) => None,
+                Ok(s) => Some(s as i32),
+                Err(_) => {
+                    v.add("hurtigspor_status", "UNKNOWN_ENUM_VALUE", "is not a known HurtigsporStatus");
+                    None
+                }
+            };
+            v.check()?;
+            let status_text = status.map(|s| s.to_string()).unwrap_or_default();
+            // A page token is good only for the caller it was given to.
+            let filter =
+                pagination::filter_digest(&[kommune.as_deref().unwrap_or(""), &status_text, &who.organisation]);
+            let after = if req.page_token.is_empty() {
+                None
+            } else {
+                Some(pagination::decode(&self.keys, &req.page_token, filter)?)
+            };
+            let limit = match req.page_size {
+                0 => self.limits.default_page_size,
+                n => (n as u32).min(self.limits.max_page_size),
+            } as usize;
+            // A kommune lists its own kommuner only, whatever it asks for.
+            let kommuner = match (who.role, kommune) {
+                (Role::Kommune, Some(k)) => Some(who.kommuner.iter().filter(|o| **o == k).cloned().collect()),
+                (Role::Kommune, None) => Some(who.kommuner.clone()),
+                (_, k) => k.map(|k| vec![k]),
+            };
+            let page = self.store.list(ListQuery { kommuner, hurtigspor_status: status, after, limit }).await?;
+            let next_page_token = match (page.more, page.last_position) {
+                (true, Some(last)) => pagination::encode(&self.keys, last, filter),
+                _ => String::new(),
+            };
+            for p in &page.participants {
+                audit.about(p.name.trim_start_matches("participants/"));
             }
-        }
-        .await;
-        self.respond(audit, result).await
+            tracing::info!(count = page.participants.len(), "participants listed");
+            Ok(ListParticipantsResponse {
+                participants: page.participants.into_iter().map(|p| self.present(p)).collect(),
+                next_page_token,
+            })
+        })
     }
 
     async fn update_participant(
@@ -327,30 +325,22 @@ impl ParticipantService for ParticipantApi {
         request: Request<UpdateParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
         let (who, mut audit) = begin_write(&request, false, method!("UpdateParticipant"))?;
-        let result = {
-            let audit = &mut audit;
-            async move {
-                audit.purpose(parse_purpose(request.metadata())?);
-                let req = request.into_inner();
-                let input = required(
-                    req.participant.as_ref(),
-                    "participant",
-                    "the participant with its name and the new values",
-                )?
-                .clone();
-                let id = parse_name(&input.name, "participant.name")?;
-                audit.about(&id);
-                let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
-                let (rules, today) = (self.rules.clone(), self.today());
-                let etag = input.etag.clone();
-                self.mutate(&who, audit, id, &etag, None, "participant.updated", move |p| {
-                    rules::apply_update(p, &input, &paths, &rules, today)
-                })
-                .await
-            }
-        }
-        .await;
-        self.respond(audit, result).await
+        audited!(self, audit, {
+            audit.purpose(parse_purpose(request.metadata())?);
+            let req = request.into_inner();
+            let input =
+                required(req.participant.as_ref(), "participant", "the participant with its name and the new values")?
+                    .clone();
+            let id = parse_name(&input.name, "participant.name")?;
+            audit.about(&id);
+            let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+            let (rules, today) = (self.rules.clone(), self.today());
+            let etag = input.etag.clone();
+            self.mutate(&who, audit, id, &etag, None, "participant.updated", move |p| {
+                rules::apply_update(p, &input, &paths, &rules, today)
+            })
+            .await
+        })
     }
 
     async fn lookup_participant(
@@ -358,25 +348,20 @@ impl ParticipantService for ParticipantApi {
         request: Request<LookupParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
         let (who, mut audit) = begin_read(&request, method!("LookupParticipant"))?;
-        let result = {
-            let audit = &mut audit;
-            async move {
-                audit.purpose(Some(require_purpose(request.metadata())?));
-                let id =
-                    rules::parse_national_id(&request.get_ref().national_id, "national_id", &self.rules, self.today())?;
-                let p = self
-                    .store
-                    .get_by_national_id_hash(&self.keys.national_id_hash(&id))
-                    .await?
-                    .filter(|p| who.sees(&p.kommunenummer))
-                    .ok_or_else(|| Error::not_found("participant with this national id"))?;
-                audit.about(p.name.trim_start_matches("participants/"));
-                tracing::info!(participant = %p.name, "participant looked up");
-                Ok(self.present(p))
-            }
-        }
-        .await;
-        self.respond(audit, result).await
+        audited!(self, audit, {
+            audit.purpose(Some(require_purpose(request.metadata())?));
+            let id =
+                rules::parse_national_id(&request.get_ref().national_id, "national_id", &self.rules, self.today())?;
+            let p = self
+                .store
+                .get_by_national_id_hash(&self.keys.national_id_hash(&id))
+                .await?
+                .filter(|p| who.sees(&p.kommunenummer))
+                .ok_or_else(|| Error::not_found("participant with this national id"))?;
+            audit.about(p.name.trim_start_matches("participants/"));
+            tracing::info!(participant = %p.name, "participant looked up");
+            Ok(self.present(p))
+        })
     }
 
     async fn transition_hurtigspor(
@@ -384,88 +369,67 @@ impl ParticipantService for ParticipantApi {
         request: Request<TransitionHurtigsporRequest>,
     ) -> Result<Response<Participant>, Status> {
         let (who, mut audit) = begin_write(&request, true, method!("TransitionHurtigspor"))?;
-        let result = {
-            let audit = &mut audit;
-            async move {
-                audit.purpose(parse_purpose(request.metadata())?);
-                let req = request.into_inner();
-                let id = Self::target(audit, &req.name)?;
-                let idempotency = self.idempotency(&who, "TransitionHurtigspor", &req.request_id, &req)?;
-                let input = rules::validate_transition_input(
-                    req.status,
-                    req.decided_by,
-                    &req.reason,
-                    req.effective_date.as_ref(),
-                    self.today(),
-                )?;
-                let now = self.now_timestamp();
-                self.mutate(&who, audit, id, &req.etag, idempotency, "hurtigspor.transitioned", move |p| {
-                    rules::transition(p, &input, now)
-                })
-                .await
-            }
-        }
-        .await;
-        self.respond(audit, result).await
+        audited!(self, audit, {
+            audit.purpose(parse_purpose(request.metadata())?);
+            let req = request.into_inner();
+            let id = Self::target(audit, &req.name)?;
+            let idempotency = self.idempotency(&who, "TransitionHurtigspor", &req.request_id, &req)?;
+            let input = rules::validate_transition_input(
+                req.status,
+                req.decided_by,
+                &req.reason,
+                req.effective_date.as_ref(),
+                self.today(),
+            )?;
+            let now = self.now_timestamp();
+            self.mutate(&who, audit, id, &req.etag, idempotency, "hurtigspor.transitioned", move |p| {
+                rules::transition(p, &input, now)
+            })
+            .await
+        })
     }
 
     async fn end_programme(&self, request: Request<EndProgrammeRequest>) -> Result<Response<Participant>, Status> {
         let (who, mut audit) = begin_write(&request, false, method!("EndProgramme"))?;
-        let result = {
-            let audit = &mut audit;
-            async move {
-                audit.purpose(parse_purpose(request.metadata())?);
-                let req = request.into_inner();
-                let id = Self::target(audit, &req.name)?;
-                let idempotency = self.idempotency(&who, "EndProgramme", &req.request_id, &req)?;
-                let input = rules::validate_end_input(req.end_date.as_ref(), req.end_reason, req.main_activity)?;
-                self.mutate(&who, audit, id, &req.etag, idempotency, "programme.ended", move |p| {
-                    rules::end_programme(p, &input)
-                })
-                .await
-            }
-        }
-        .await;
-        self.respond(audit, result).await
+        audited!(self, audit, {
+            audit.purpose(parse_purpose(request.metadata())?);
+            let req = request.into_inner();
+            let id = Self::target(audit, &req.name)?;
+            let idempotency = self.idempotency(&who, "EndProgramme", &req.request_id, &req)?;
+            let input = rules::validate_end_input(req.end_date.as_ref(), req.end_reason, req.main_activity)?;
+            self.mutate(&who, audit, id, &req.etag, idempotency, "programme.ended", move |p| {
+                rules::end_programme(p, &input)
+            })
+            .await
+        })
     }
 
     async fn record_measure(&self, request: Request<RecordMeasureRequest>) -> Result<Response<Participant>, Status> {
         let (who, mut audit) = begin_write(&request, true, method!("RecordMeasure"))?;
-        let result = {
-            let audit = &mut audit;
-            async move {
-                audit.purpose(parse_purpose(request.metadata())?);
-                let req = request.into_inner();
-                let id = Self::target(audit, &req.name)?;
-                let idempotency = self.idempotency(&who, "RecordMeasure", &req.request_id, &req)?;
-                let input = required(req.measure.as_ref(), "measure", "the measure to record")?;
-                let measure = rules::new_measure(input, self.today())?;
-                self.mutate(&who, audit, id, &req.etag, idempotency, "measure.recorded", move |p| {
-                    p.measures.push(measure);
-                    Ok(())
-                })
-                .await
-            }
-        }
-        .await;
-        self.respond(audit, result).await
+        audited!(self, audit, {
+            audit.purpose(parse_purpose(request.metadata())?);
+            let req = request.into_inner();
+            let id = Self::target(audit, &req.name)?;
+            let idempotency = self.idempotency(&who, "RecordMeasure", &req.request_id, &req)?;
+            let input = required(req.measure.as_ref(), "measure", "the measure to record")?;
+            let measure = rules::new_measure(input, self.today())?;
+            self.mutate(&who, audit, id, &req.etag, idempotency, "measure.recorded", move |p| {
+                p.measures.push(measure);
+                Ok(())
+            })
+            .await
+        })
     }
 
     async fn end_measure(&self, request: Request<EndMeasureRequest>) -> Result<Response<Participant>, Status> {
         let (who, mut audit) = begin_write(&request, true, method!("EndMeasure"))?;
-        let result = {
-            let audit = &mut audit;
-            async move {
-                audit.purpose(parse_purpose(request.metadata())?);
-                let req = request.into_inner();
-                let id = Self::target(audit, &req.name)?;
-                let input = rules::validate_end_measure(&req.measure_id, req.status, req.end_date.as_ref())?;
-                self.mutate(&who, audit, id, &req.etag, None, "measure.ended", move |p| rules::end_measure(p, &input))
-                    .await
-            }
-        }
-        .await;
-        self.respond(audit, result).await
+        audited!(self, audit, {
+            audit.purpose(parse_purpose(request.metadata())?);
+            let req = request.into_inner();
+            let id = Self::target(audit, &req.name)?;
+            let input = rules::validate_end_measure(&req.measure_id, req.status, req.end_date.as_ref())?;
+            self.mutate(&who, audit, id, &req.etag, None, "measure.ended", move |p| rules::end_measure(p, &input)).await
+        })
     }
 
     async fn open_recognition_case(
@@ -473,24 +437,19 @@ impl ParticipantService for ParticipantApi {
         request: Request<OpenRecognitionCaseRequest>,
     ) -> Result<Response<Participant>, Status> {
         let (who, mut audit) = begin_write(&request, false, method!("OpenRecognitionCase"))?;
-        let result = {
-            let audit = &mut audit;
-            async move {
-                audit.purpose(parse_purpose(request.metadata())?);
-                let req = request.into_inner();
-                let id = Self::target(audit, &req.name)?;
-                let idempotency = self.idempotency(&who, "OpenRecognitionCase", &req.request_id, &req)?;
-                let input =
-                    required(req.recognition_case.as_ref(), "recognition_case", "the case to open, with its scheme")?;
-                let case = rules::new_recognition_case(input, self.today())?;
-                self.mutate(&who, audit, id, &req.etag, idempotency, "recognition.opened", move |p| {
-                    rules::open_recognition_case(p, case)
-                })
-                .await
-            }
-        }
-        .await;
-        self.respond(audit, result).await
+        audited!(self, audit, {
+            audit.purpose(parse_purpose(request.metadata())?);
+            let req = request.into_inner();
+            let id = Self::target(audit, &req.name)?;
+            let idempotency = self.idempotency(&who, "OpenRecognitionCase", &req.request_id, &req)?;
+            let input =
+                required(req.recognition_case.as_ref(), "recognition_case", "the case to open, with its scheme")?;
+            let case = rules::new_recognition_case(input, self.today())?;
+            self.mutate(&who, audit, id, &req.etag, idempotency, "recognition.opened", move |p| {
+                rules::open_recognition_case(p, case)
+            })
+            .await
+        })
     }
 
     async fn record_competence_mapping(
@@ -498,22 +457,17 @@ impl ParticipantService for ParticipantApi {
         request: Request<RecordCompetenceMappingRequest>,
     ) -> Result<Response<Participant>, Status> {
         let (who, mut audit) = begin_write(&request, false, method!("RecordCompetenceMapping"))?;
-        let result = {
-            let audit = &mut audit;
-            async move {
-                audit.purpose(parse_purpose(request.metadata())?);
-                let req = request.into_inner();
-                let id = Self::target(audit, &req.name)?;
-                let competence = rules::validate_competence_input(req.competence.as_ref(), self.today())?;
-                self.mutate(&who, audit, id, &req.etag, None, "competence.recorded", move |p| {
-                    p.competence = Some(competence);
-                    Ok(())
-                })
-                .await
-            }
-        }
-        .await;
-        self.respond(audit, result).await
+        audited!(self, audit, {
+            audit.purpose(parse_purpose(request.metadata())?);
+            let req = request.into_inner();
+            let id = Self::target(audit, &req.name)?;
+            let competence = rules::validate_competence_input(req.competence.as_ref(), self.today())?;
+            self.mutate(&who, audit, id, &req.etag, None, "competence.recorded", move |p| {
+                p.competence = Some(competence);
+                Ok(())
+            })
+            .await
+        })
     }
 
     async fn update_individual_plan(
@@ -521,21 +475,16 @@ impl ParticipantService for ParticipantApi {
         request: Request<UpdateIndividualPlanRequest>,
     ) -> Result<Response<Participant>, Status> {
         let (who, mut audit) = begin_write(&request, false, method!("UpdateIndividualPlan"))?;
-        let result = {
-            let audit = &mut audit;
-            async move {
-                audit.purpose(parse_purpose(request.metadata())?);
-                let req = request.into_inner();
-                let id = Self::target(audit, &req.name)?;
-                let plan = req.plan.clone();
-                self.mutate(&who, audit, id, &req.etag, None, "plan.updated", move |p| {
-                    rules::replace_plan(p, plan.as_ref())
-                })
-                .await
-            }
-        }
-        .await;
-        self.respond(audit, result).await
+        audited!(self, audit, {
+            audit.purpose(parse_purpose(request.metadata())?);
+            let req = request.into_inner();
+            let id = Self::target(audit, &req.name)?;
+            let plan = req.plan.clone();
+            self.mutate(&who, audit, id, &req.etag, None, "plan.updated", move |p| {
+                rules::replace_plan(p, plan.as_ref())
+            })
+            .await
+        })
     }
 }
 
