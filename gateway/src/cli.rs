@@ -28,6 +28,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the gateway in production mode from a config file.
@@ -67,9 +69,60 @@ pub enum Command {
         /// in the default data directory (.hurtigspor-dev/dev-tokens.json).
         #[arg(long, global = true, env = "HURTIGSPOR_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        #[command(flatten)]
+        tls: ClientTls,
         #[command(subcommand)]
         command: ParticipantsCommand,
     },
+}
+
+/// TLS to a gateway with `[tls]`: the server's CA, and the client's
+/// certificate when the gateway asks for one (mutual TLS).
+#[derive(Args, Debug, Default)]
+pub struct ClientTls {
+    /// CA certificate (PEM) that signed the gateway's certificate; implies
+    /// TLS (use an https:// --server).
+    #[arg(long, global = true, value_name = "FILE", env = "HURTIGSPOR_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// This client's certificate (PEM), for a gateway that requires one.
+    #[arg(long, global = true, value_name = "FILE", env = "HURTIGSPOR_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, global = true, value_name = "FILE", env = "HURTIGSPOR_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+impl ClientTls {
+    /// A channel to `server`, over TLS when a CA file is given.
+    pub async fn connect(&self, server: &str) -> anyhow::Result<tonic::transport::Channel> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(server.to_owned())
+            .with_context(|| format!("--server {server} is not a URL, e.g. https://gateway.example:50051"))?;
+        let read = |flag: &str, path: &Path| {
+            std::fs::read(path).with_context(|| format!("cannot read {flag} {}", path.display()))
+        };
+        match &self.ca_file {
+            Some(_) if !server.starts_with("https://") => {
+                bail!("--ca-file means TLS: give the server as https://{}", server.trim_start_matches("http://"))
+            }
+            Some(ca) => {
+                let mut tls = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(read("--ca-file", ca)?));
+                if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+                    tls =
+                        tls.identity(tonic::transport::Identity::from_pem(read("--cert", cert)?, read("--key", key)?));
+                }
+                endpoint = endpoint.tls_config(tls).context("--ca-file, --cert or --key is not usable PEM")?;
+            }
+            None if server.starts_with("https://") => {
+                bail!("an https:// server needs --ca-file: the CA certificate that signed the gateway's certificate")
+            }
+            None if self.cert.is_some() => bail!("--cert needs TLS: give --ca-file and an https:// --server"),
+            None => {}
+        }
+        endpoint.connect().await.with_context(|| {
+            format!("cannot reach a gateway at {server}; start one with `cargo run -- dev` or pass --server (and --ca-file, --cert, --key for TLS)")
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -171,25 +224,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Participants { server, token, command } => {
+        Command::Participants { server, token, tls, command } => {
             let token = match token {
                 Some(t) => t,
                 None => dev_token(Path::new(".hurtigspor-dev"), "admin")?,
             };
-            participants(&server, &token, command).await
+            participants(tls.connect(&server).await?, &token, command).await
         }
     }
 }
 
 async fn serve(config: Config, dev: bool, seed: u32) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
+    let tls = config.tls.is_some();
+    if tls && seed > 0 {
+        bail!("--seed talks to the dev gateway in plaintext; leave out [tls] to seed");
+    }
     let gateway = Gateway::build(config, Clock::system()).await?;
     let addr = gateway.local_addr();
     let mocks = gateway.mock_urls();
     let gateway_token = gateway.dev_tokens().and_then(|t| t.get("admin")).and_then(|t| t.as_str()).map(str::to_owned);
     if dev {
         println!("hurtigspor dev gateway");
-        println!("  listening on http://{addr} (gRPC, plaintext; health and reflection on)");
+        if tls {
+            println!("  listening on https://{addr} (gRPC over TLS, from [tls]; health and reflection on)");
+        } else {
+            println!("  listening on http://{addr} (gRPC, plaintext; health and reflection on)");
+        }
         if let Some(http) = gateway.http_addr() {
             println!("  webhooks at http://{http}/webhooks/nokut (NOKUT is subscribed to it)");
         }
@@ -210,16 +271,21 @@ async fn serve(config: Config, dev: bool, seed: u32) -> anyhow::Result<()> {
             }
             println!();
         }
+        let (scheme, flags, grpcurl) = if tls {
+            ("https", " --ca-file <CA> [--cert <CERT> --key <KEY>]", "-cacert <CA> [-cert <CERT> -key <KEY>]")
+        } else {
+            ("http", "", "-plaintext")
+        };
         if data_dir == Path::new(".hurtigspor-dev") {
-            println!("  try:        cargo run -- participants --server http://{addr} list");
+            println!("  try:        cargo run -- participants --server {scheme}://{addr}{flags} list");
         } else {
             println!(
-                "  try:        HURTIGSPOR_TOKEN=$(jq -r .admin {}/dev-tokens.json) cargo run -- participants --server http://{addr} list",
+                "  try:        HURTIGSPOR_TOKEN=$(jq -r .admin {}/dev-tokens.json) cargo run -- participants --server {scheme}://{addr}{flags} list",
                 data_dir.display()
             );
         }
         println!(
-            "              grpcurl -plaintext -H \"authorization: Bearer $(jq -r .admin {}/dev-tokens.json)\" {addr} list",
+            "              grpcurl {grpcurl} -H \"authorization: Bearer $(jq -r .admin {}/dev-tokens.json)\" {addr} list",
             data_dir.display()
         );
         println!("  stop with Ctrl-C");
@@ -418,10 +484,11 @@ pub fn dev_token(data_dir: &Path, name: &str) -> anyhow::Result<String> {
     tokens[name].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("{} has no `{name}` token", path.display()))
 }
 
-async fn participants(server: &str, token: &str, command: ParticipantsCommand) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(server.to_owned())?.connect().await.with_context(|| {
-        format!("cannot reach a gateway at {server}; start one with `cargo run -- dev` or pass --server")
-    })?;
+async fn participants(
+    channel: tonic::transport::Channel,
+    token: &str,
+    command: ParticipantsCommand,
+) -> anyhow::Result<()> {
     let mut client = ParticipantServiceClient::with_interceptor(channel, BearerToken::new(token)?);
     match command {
         ParticipantsCommand::Create {
