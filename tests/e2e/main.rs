@@ -13,4 +13,5 @@ mod personal_data;
 mod platform;
 mod restart;
 mod sync;
+mod tls;
 mod updates;
