@@ -8,6 +8,7 @@ mod faults;
 mod helpers;
 mod inbound;
 mod journey;
+mod jwks;
 mod listing;
 mod personal_data;
 mod platform;
