@@ -87,8 +87,19 @@ impl KeySet {
     /// refreshed by [`KeySet::refresh`]. Fails when the first fetch does.
     pub async fn fetch(url: &str, every: Duration, at_most_once_per: Duration) -> anyhow::Result<Self> {
         let url = reqwest::Url::parse(url).context("auth.jwks_url is not a URL")?;
+        // Keys that came over https must not be swapped on a redirect to http.
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() >= 5 {
+                attempt.error("more than 5 redirects")
+            } else if attempt.url().scheme() != "https" && attempt.previous().iter().any(|u| u.scheme() == "https") {
+                attempt.error("a redirect from https to plain http")
+            } else {
+                attempt.follow()
+            }
+        });
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
+            .redirect(redirects)
             .build()
             .context("cannot set up the HTTP client for auth.jwks_url")?;
         let remote =
