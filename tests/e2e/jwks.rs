@@ -149,6 +149,20 @@ fn fetching(data_dir: &Path, url: &str, every: u64, at_most: u64) -> Config {
     config
 }
 
+/// A gateway whose keys come from an issuer serving `keys` (and the dev
+/// key that signs the app's own token), refreshed as [`fetching`] says.
+async fn issuer_app(keys: &[&TestKey], every: u64, at_most: u64) -> (TestApp, Issuer) {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::default();
+    issuer.keys.lock().unwrap().push(dev_jwk(dir.path()));
+    for key in keys {
+        issuer.add(key);
+    }
+    let url = issuer.serve().await;
+    let config = fetching(dir.path(), &url, every, at_most);
+    (spawn_with(dir, config).await, issuer)
+}
+
 /// Lists participants as `token`: the call's outcome for who is calling.
 async fn list(app: &TestApp, token: &str) -> Result<(), tonic::Status> {
     connect(app.addr, token).await.list_participants(ListParticipantsRequest::default()).await.map(|_| ())
@@ -173,14 +187,8 @@ async fn an_rs256_token_from_the_jwks_is_accepted_and_one_from_another_rsa_key_i
 
 #[tokio::test]
 async fn keys_come_from_the_jwks_url_and_a_rotated_key_is_fetched_when_a_token_names_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let issuer = Issuer::default();
     let first = TestKey::ec("ec-1");
-    issuer.keys.lock().unwrap().push(dev_jwk(dir.path()));
-    issuer.add(&first);
-    let url = issuer.serve().await;
-    let config = fetching(dir.path(), &url, 3600, 1);
-    let app = spawn_with(dir, config).await;
+    let (app, issuer) = issuer_app(&[&first], 3600, 1).await;
     list(&app, &first.token()).await.expect("a key fetched at start");
     assert_eq!(issuer.fetches(), 1);
 
@@ -198,15 +206,9 @@ async fn keys_come_from_the_jwks_url_and_a_rotated_key_is_fetched_when_a_token_n
 
 #[tokio::test]
 async fn a_periodic_refresh_picks_up_new_keys_and_a_failed_one_keeps_the_last_good_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let issuer = Issuer::default();
     let first = TestKey::ec("ec-1");
-    issuer.keys.lock().unwrap().push(dev_jwk(dir.path()));
-    issuer.add(&first);
-    let url = issuer.serve().await;
     // Every second; unknown key ids cannot hurry it (an hour apart).
-    let config = fetching(dir.path(), &url, 1, 3600);
-    let app = spawn_with(dir, config).await;
+    let (app, issuer) = issuer_app(&[&first], 1, 3600).await;
 
     issuer.failing.store(true, Ordering::SeqCst);
     let failed_from = issuer.fetches();
@@ -226,12 +228,7 @@ async fn a_periodic_refresh_picks_up_new_keys_and_a_failed_one_keeps_the_last_go
 
 #[tokio::test]
 async fn a_flood_of_unknown_key_ids_fetches_the_keys_at_most_once_per_interval() {
-    let dir = tempfile::tempdir().unwrap();
-    let issuer = Issuer::default();
-    issuer.keys.lock().unwrap().push(dev_jwk(dir.path()));
-    let url = issuer.serve().await;
-    let config = fetching(dir.path(), &url, 3600, 2);
-    let app = spawn_with(dir, config).await;
+    let (app, issuer) = issuer_app(&[], 3600, 2).await;
     assert_eq!(issuer.fetches(), 1);
 
     // Three seconds of tokens with made-up key ids, each one new.
@@ -239,12 +236,7 @@ async fn a_flood_of_unknown_key_ids_fetches_the_keys_at_most_once_per_interval()
     let mut sent = 0;
     while start.elapsed() < Duration::from_secs(3) {
         let forged = TestKey::ec(&format!("made-up-{sent}")).token();
-        let mut c = connect(app.addr, &forged).await;
-        expect_error(
-            c.list_participants(ListParticipantsRequest::default()).await,
-            Code::Unauthenticated,
-            "TOKEN_SIGNATURE_INVALID",
-        );
+        expect_error(list(&app, &forged).await, Code::Unauthenticated, "TOKEN_SIGNATURE_INVALID");
         sent += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
