@@ -1,22 +1,32 @@
 //! Who is calling: Maskinporten-style bearer tokens, checked on every RPC
 //! except health.
 //!
-//! A token is a JWT signed with a configured key (a JWKS file; RS256 or
-//! ES256), from the configured issuer, for the configured audience (when
-//! set), within its expiry and not-before (with a small leeway). The
+//! A token is a JWT signed with one of the issuer's keys (RS256 or ES256;
+//! a JWKS file, or fetched from the issuer's JWKS URL and kept fresh: see
+//! [`crate::jwks`]), from the configured issuer, for the configured audience
+//! (when set), within its expiry and not-before (with a small leeway). The
 //! organisation comes from `consumer.ID` (`0192:<orgnr>`, mod-11 checked) and
 //! must be in the client registry, which gives it a role; the vendor acting
 //! for it comes from `supplier.ID`. `scope` (space-separated) says what the
 //! token may do: see [`Scope`].
 //!
+//! With mutual TLS (`tls.client_ca_file`), the client's certificate must
+//! name the token's organisation as well: see [`Authenticate`].
+//!
 //! Refusals are UNAUTHENTICATED (no token, or one that does not verify) or
 //! PERMISSION_DENIED (a valid token that may not do this), with a stable
-//! reason and a message saying what to fix; neither echoes the token.
+//! reason and a message saying what to fix; neither echoes the token nor
+//! anything of the certificate.
 
-use crate::{config::AuthConfig, domain::orgnr::Orgnr, error::Error};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet};
+use crate::{
+    config::AuthConfig,
+    domain::orgnr::Orgnr,
+    error::Error,
+    jwks::{KeySet, verifying_keys},
+};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation, jwk::JwkSet};
 use serde::{Deserialize, Serialize};
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 use tonic::{Request, Status, service::Interceptor};
 
 /// What a token may do. The names are the `scope` values.
@@ -197,7 +207,7 @@ pub struct Claims {
 pub struct Authenticator(Arc<Inner>);
 
 struct Inner {
-    keys: Vec<(Option<String>, DecodingKey, Algorithm)>,
+    keys: KeySet,
     issuer: String,
     audience: Option<String>,
     leeway_secs: u64,
@@ -222,20 +232,10 @@ impl Authenticator {
     /// Keys from a JWKS document (RS256 and ES256 keys are used; others are
     /// skipped).
     pub fn new(config: &AuthConfig, jwks: &JwkSet) -> anyhow::Result<Self> {
-        let mut keys = Vec::new();
-        for jwk in &jwks.keys {
-            let algorithm = match &jwk.algorithm {
-                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec)
-                    if ec.curve == jsonwebtoken::jwk::EllipticCurve::P256 =>
-                {
-                    Algorithm::ES256
-                }
-                _ => continue,
-            };
-            keys.push((jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)?, algorithm));
-        }
-        anyhow::ensure!(!keys.is_empty(), "the JWKS holds no RS256 or ES256 key");
+        Self::with_keys(config, KeySet::fixed(verifying_keys(jwks)?))
+    }
+
+    fn with_keys(config: &AuthConfig, keys: KeySet) -> anyhow::Result<Self> {
         let mut clients = HashMap::new();
         for c in &config.clients {
             let org = Orgnr::parse(&c.organisation).map_err(|_| {
@@ -252,14 +252,24 @@ impl Authenticator {
         })))
     }
 
-    /// Loads the JWKS file the configuration names.
-    pub fn from_config(config: &AuthConfig) -> anyhow::Result<Self> {
-        let path = config.jwks_file.as_deref().ok_or_else(|| anyhow::anyhow!("auth.jwks_file is not set"))?;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read auth.jwks_file {}: {e}", path.display()))?;
-        let jwks: JwkSet = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("auth.jwks_file {} is not a JWKS document: {e}", path.display()))?;
-        Self::new(config, &jwks)
+    /// The keys the configuration names: the JWKS file, or the issuer's
+    /// JWKS URL, fetched now (keep them fresh with [`Self::refresh_keys`]).
+    pub async fn from_config(config: &AuthConfig) -> anyhow::Result<Self> {
+        let keys = match (&config.jwks_file, &config.jwks_url) {
+            (Some(path), None) => KeySet::from_file(path)?,
+            (None, Some(url)) => {
+                let every = Duration::from_secs(config.jwks_refresh_secs);
+                KeySet::fetch(url, every, Duration::from_secs(config.jwks_min_refresh_secs)).await?
+            }
+            _ => anyhow::bail!("set exactly one of auth.jwks_file and auth.jwks_url"),
+        };
+        Self::with_keys(config, keys)
+    }
+
+    /// Keeps keys fetched from the issuer's JWKS URL fresh until `stop`
+    /// turns true; returns at once for keys from a file.
+    pub async fn refresh_keys(self, stop: tokio::sync::watch::Receiver<bool>) {
+        self.0.keys.refresh(stop).await;
     }
 
     /// The caller a bearer token stands for.
@@ -276,12 +286,23 @@ impl Authenticator {
             .ok_or_else(|| unauthenticated("TOKEN_MALFORMED", "the authorization header must be: Bearer <token>"))?;
         let head = jsonwebtoken::decode_header(token)
             .map_err(|_| unauthenticated("TOKEN_MALFORMED", "the bearer token is not a JWT"))?;
-        let candidates = inner
-            .keys
-            .iter()
-            .filter(|(kid, _, alg)| *alg == head.alg && (head.kid.is_none() || kid.is_none() || *kid == head.kid));
+        let keys = inner.keys.current();
         let mut last = unauthenticated("TOKEN_SIGNATURE_INVALID", "no configured key verifies the token's signature");
-        for (_, key, alg) in candidates {
+        if head.kid.as_deref().is_some_and(|kid| !inner.keys.knows(&keys, kid)) {
+            last = unauthenticated(
+                "TOKEN_SIGNATURE_INVALID",
+                if inner.keys.is_fetched() {
+                    "the token names a signing key (kid) the issuer's keys do not hold; if the issuer has just rotated its keys, retry in a minute"
+                } else {
+                    "the token names a signing key (kid) that is not in the configured JWKS"
+                },
+            );
+        }
+        let candidates = keys
+            .iter()
+            .filter(|k| k.algorithm == head.alg && (head.kid.is_none() || k.kid.is_none() || k.kid == head.kid));
+        for candidate in candidates {
+            let (key, alg) = (&candidate.key, &candidate.algorithm);
             let mut validation = Validation::new(*alg);
             validation.leeway = inner.leeway_secs;
             validation.validate_nbf = true;
@@ -375,15 +396,65 @@ impl RateLimiter {
     }
 }
 
+/// Whether callers must present a client certificate (mutual TLS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientCertificates {
+    /// Plaintext, or TLS without client certificates.
+    NotAsked,
+    /// Every call needs a certificate naming the token's organisation.
+    Required,
+}
+
+/// The organisation a request's client certificate names; the handshake
+/// has already verified it against `tls.client_ca_file`.
+fn certified_organisation<T>(request: &Request<T>) -> Result<String, Error> {
+    let certificates = request.peer_certs().filter(|c| !c.is_empty()).ok_or_else(|| {
+        unauthenticated(
+            "CLIENT_CERTIFICATE_MISSING",
+            "this gateway requires a client certificate (mutual TLS): connect with your enterprise certificate (virksomhetssertifikat)",
+        )
+    })?;
+    crate::tls::organisation(&certificates[0]).map(|o| o.as_str().to_owned()).map_err(|_| {
+        unauthenticated(
+            "CLIENT_CERTIFICATE_INVALID",
+            "the client certificate names no valid organisation number (organizationIdentifier NTRNO-<orgnr> or serialNumber <orgnr> in its subject); connect with your enterprise certificate",
+        )
+    })
+}
+
 /// Authenticates every request of the service it wraps, holds each client
-/// to its rate, and puts the [`Caller`] in the request's extensions.
+/// to its rate, and puts the [`Caller`] in the request's extensions. With
+/// [`ClientCertificates::Required`], the client certificate's organisation
+/// must be the token's (`consumer.ID`) or its vendor's (`supplier.ID`).
 #[derive(Clone)]
-pub struct Authenticate(pub Authenticator, pub Arc<RateLimiter>);
+pub struct Authenticate(pub Authenticator, pub Arc<RateLimiter>, pub ClientCertificates);
+
+impl Authenticate {
+    fn caller(&self, request: &Request<()>) -> Result<Caller, Error> {
+        let certified = match self.2 {
+            ClientCertificates::Required => Some(certified_organisation(request)?),
+            ClientCertificates::NotAsked => None,
+        };
+        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let caller = self.0.authenticate(header)?;
+        // The connection is the organisation's own, or its vendor's: a
+        // vendor connects with its own enterprise certificate and a token
+        // that names it as `supplier.ID`.
+        match certified {
+            Some(org) if org != caller.organisation && caller.vendor.as_deref() != Some(org.as_str()) => {
+                Err(unauthenticated(
+                    "CLIENT_CERTIFICATE_MISMATCH",
+                    "the client certificate is neither the token's organisation's (consumer.ID) nor its vendor's (supplier.ID); use a token issued to, or for, the organisation whose certificate you connect with",
+                ))
+            }
+            _ => Ok(caller),
+        }
+    }
+}
 
 impl Interceptor for Authenticate {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        match self.0.authenticate(header) {
+        match self.caller(&request) {
             Ok(caller) => {
                 if let Err(wait) = self.1.check(&caller.organisation) {
                     tracing::info!(organisation = %caller.organisation, "request refused: over the rate limit");
@@ -483,6 +554,9 @@ pub mod dev {
             issuer: ISSUER.into(),
             audience: Some(AUDIENCE.into()),
             jwks_file: None,
+            jwks_url: None,
+            jwks_refresh_secs: 300,
+            jwks_min_refresh_secs: 30,
             leeway_secs: 30,
             clients: organisations()
                 .into_iter()

@@ -29,6 +29,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the gateway in production mode from a config file.
@@ -88,6 +90,8 @@ pub enum Command {
         /// short code such as `case-processing`. Required to read a person.
         #[arg(long, global = true, env = "HURTIGSPOR_PURPOSE")]
         purpose: Option<String>,
+        #[command(flatten)]
+        tls: ClientTls,
         #[command(subcommand)]
         command: ParticipantsCommand,
     },
@@ -111,6 +115,55 @@ pub enum AuditCommand {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+}
+
+/// TLS to a gateway with `[tls]`: the server's CA, and the client's
+/// certificate when the gateway asks for one (mutual TLS).
+#[derive(Args, Debug, Default)]
+pub struct ClientTls {
+    /// CA certificate (PEM) that signed the gateway's certificate; implies
+    /// TLS (use an https:// --server).
+    #[arg(long, global = true, value_name = "FILE", env = "HURTIGSPOR_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// This client's certificate (PEM), for a gateway that requires one.
+    #[arg(long, global = true, value_name = "FILE", env = "HURTIGSPOR_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, global = true, value_name = "FILE", env = "HURTIGSPOR_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+impl ClientTls {
+    /// A channel to `server`, over TLS when a CA file is given.
+    pub async fn connect(&self, server: &str) -> anyhow::Result<tonic::transport::Channel> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(server.to_owned())
+            .with_context(|| format!("--server {server} is not a URL, e.g. https://gateway.example:50051"))?;
+        let read = |flag: &str, path: &Path| {
+            std::fs::read(path).with_context(|| format!("cannot read {flag} {}", path.display()))
+        };
+        match &self.ca_file {
+            Some(_) if !server.starts_with("https://") => {
+                bail!("--ca-file means TLS: give the server as https://{}", server.trim_start_matches("http://"))
+            }
+            Some(ca) => {
+                let mut tls = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(read("--ca-file", ca)?));
+                if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+                    tls =
+                        tls.identity(tonic::transport::Identity::from_pem(read("--cert", cert)?, read("--key", key)?));
+                }
+                endpoint = endpoint.tls_config(tls).context("--ca-file, --cert or --key is not usable PEM")?;
+            }
+            None if server.starts_with("https://") => {
+                bail!("an https:// server needs --ca-file: the CA certificate that signed the gateway's certificate")
+            }
+            None if self.cert.is_some() => bail!("--cert needs TLS: give --ca-file and an https:// --server"),
+            None => {}
+        }
+        endpoint.connect().await.with_context(|| {
+            format!("cannot reach a gateway at {server}; start one with `cargo run -- dev` or pass --server (and --ca-file, --cert, --key for TLS)")
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -224,12 +277,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Config::load(config.as_deref(), Config::default(), Overrides { data_dir, ..Default::default() })?;
             rotate_key(&config, batch_size as usize).await
         }
-        Command::Participants { server, token, purpose, command } => {
+        Command::Participants { server, token, purpose, tls, command } => {
             let token = match token {
                 Some(t) => t,
                 None => dev_token(Path::new(".hurtigspor-dev"), "admin")?,
             };
-            participants(&server, &token, purpose.as_deref(), command).await
+            participants(&server, tls, &token, purpose.as_deref(), command).await
         }
         Command::Audit { command: AuditCommand::Verify { config, data_dir } } => {
             // Without a config, a data directory of a dev gateway: its keys
@@ -305,13 +358,21 @@ fn rotation_summary(rotation: &Rotation, keyring: &Keyring) -> Vec<String> {
 
 async fn serve(config: Config, dev: bool, seed: u32) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
+    let tls = config.tls.is_some();
+    if tls && seed > 0 {
+        bail!("--seed talks to the dev gateway in plaintext; leave out [tls] to seed");
+    }
     let gateway = Gateway::build(config, Clock::system()).await?;
     let addr = gateway.local_addr();
     let mocks = gateway.mock_urls();
     let gateway_token = gateway.dev_tokens().and_then(|t| t.get("admin")).and_then(|t| t.as_str()).map(str::to_owned);
     if dev {
         println!("hurtigspor dev gateway");
-        println!("  listening on http://{addr} (gRPC, plaintext; health and reflection on)");
+        if tls {
+            println!("  listening on https://{addr} (gRPC over TLS, from [tls]; health and reflection on)");
+        } else {
+            println!("  listening on http://{addr} (gRPC, plaintext; health and reflection on)");
+        }
         if let Some(http) = gateway.http_addr() {
             println!("  webhooks at http://{http}/webhooks/nokut (NOKUT is subscribed to it)");
         }
@@ -332,16 +393,21 @@ async fn serve(config: Config, dev: bool, seed: u32) -> anyhow::Result<()> {
             }
             println!();
         }
+        let (scheme, flags, grpcurl) = if tls {
+            ("https", " --ca-file <CA> [--cert <CERT> --key <KEY>]", "-cacert <CA> [-cert <CERT> -key <KEY>]")
+        } else {
+            ("http", "", "-plaintext")
+        };
         if data_dir == Path::new(".hurtigspor-dev") {
-            println!("  try:        cargo run -- participants --server http://{addr} list");
+            println!("  try:        cargo run -- participants --server {scheme}://{addr}{flags} list");
         } else {
             println!(
-                "  try:        HURTIGSPOR_TOKEN=$(jq -r .admin {}/dev-tokens.json) cargo run -- participants --server http://{addr} list",
+                "  try:        HURTIGSPOR_TOKEN=$(jq -r .admin {}/dev-tokens.json) cargo run -- participants --server {scheme}://{addr}{flags} list",
                 data_dir.display()
             );
         }
         println!(
-            "              grpcurl -plaintext -H \"authorization: Bearer $(jq -r .admin {}/dev-tokens.json)\" {addr} list",
+            "              grpcurl {grpcurl} -H \"authorization: Bearer $(jq -r .admin {}/dev-tokens.json)\" {addr} list",
             data_dir.display()
         );
         println!("  stop with Ctrl-C");
@@ -585,6 +651,7 @@ fn verify_audit(config: &Config) -> anyhow::Result<()> {
 
 async fn participants(
     server: &str,
+    tls: ClientTls,
     token: &str,
     purpose: Option<&str>,
     command: ParticipantsCommand,
@@ -595,9 +662,7 @@ async fn participants(
             "reading a person needs a purpose for the audit log: pass --purpose <code>, e.g. --purpose case-processing"
         );
     }
-    let channel = tonic::transport::Endpoint::from_shared(server.to_owned())?.connect().await.with_context(|| {
-        format!("cannot reach a gateway at {server}; start one with `cargo run -- dev` or pass --server")
-    })?;
+    let channel = tls.connect(server).await?;
     let mut interceptor = BearerToken::new(token)?;
     if let Some(p) = purpose {
         interceptor = interceptor.with_purpose(p)?;

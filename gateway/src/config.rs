@@ -51,6 +51,24 @@ pub struct Config {
     pub sync: SyncSettings,
     /// Who may call. Required in production; dev mode makes its own.
     pub auth: Option<AuthConfig>,
+    /// TLS on the gRPC port, and client certificates when `client_ca_file`
+    /// is set; without it the port is plaintext.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS on the gRPC port (files in PEM).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate, followed by its intermediates.
+    pub cert_file: PathBuf,
+    /// The server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// The CA certificates that client certificates must chain to. When set,
+    /// every call except health needs a client certificate whose
+    /// organisation number is the token's organisation (mutual TLS).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Bearer-token authentication and the client registry.
@@ -62,9 +80,18 @@ pub struct AuthConfig {
     /// The audience tokens must be for (`aud`), when set.
     #[serde(default)]
     pub audience: Option<String>,
-    /// The issuer's signing keys (a JWKS document).
+    /// The issuer's signing keys, from a JWKS document on disk...
     #[serde(default)]
     pub jwks_file: Option<PathBuf>,
+    /// ...or fetched from the issuer's JWKS URL (exactly one of the two), at
+    /// start, every `jwks_refresh_secs`, and early when a token names a key
+    /// id not yet known, at most once per `jwks_min_refresh_secs`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_secs: u64,
+    #[serde(default = "default_jwks_min_refresh")]
+    pub jwks_min_refresh_secs: u64,
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
@@ -74,6 +101,14 @@ pub struct AuthConfig {
 }
 
 fn default_leeway() -> u64 {
+    30
+}
+
+fn default_jwks_refresh() -> u64 {
+    300
+}
+
+fn default_jwks_min_refresh() -> u64 {
     30
 }
 
@@ -179,6 +214,7 @@ impl Default for Config {
             targets: TargetsConfig { timeout_secs: 10, ..TargetsConfig::default() },
             sync: SyncSettings::default(),
             auth: None,
+            tls: None,
         }
     }
 }
@@ -384,7 +420,7 @@ impl Config {
             match &self.auth {
                 None => {
                     return Err(ConfigError(
-                        "section `[auth]` is required in production: issuer, jwks_file and the clients that may call (see the README)".into(),
+                        "section `[auth]` is required in production: issuer, jwks_file or jwks_url, and the clients that may call (see the README)".into(),
                     ));
                 }
                 Some(a) if a.issuer == crate::auth::dev::ISSUER => {
@@ -392,11 +428,11 @@ impl Config {
                         "key `auth.issuer` names the dev issuer; production does not accept dev tokens".into(),
                     ));
                 }
-                Some(a) if a.jwks_file.is_none() => {
-                    return Err(ConfigError("key `auth.jwks_file` is required: the issuer's signing keys".into()));
-                }
                 Some(_) => {}
             }
+        }
+        if let Some(a) = &self.auth {
+            a.validate_keys()?;
         }
         if self.mode == Mode::Production && self.security.national_id_key.is_none() {
             return Err(ConfigError(
@@ -417,6 +453,56 @@ impl Config {
         }
         if self.mode == Mode::Production && self.security.encryption_keys.is_empty() {
             return Err(ConfigError(crate::crypto::missing_keys_message()));
+        }
+        Ok(())
+    }
+}
+
+impl AuthConfig {
+    /// Exactly one source of signing keys; a URL only over https (or http
+    /// to this host).
+    fn validate_keys(&self) -> Result<(), ConfigError> {
+        let url = match (&self.jwks_file, &self.jwks_url) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError(
+                    "keys `auth.jwks_file` and `auth.jwks_url` are both set; keep one: a JWKS file, or the issuer's JWKS URL".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError(
+                    "key `auth.jwks_file` or `auth.jwks_url` is required: the issuer's signing keys, as a JWKS file or the issuer's JWKS URL (e.g. https://maskinporten.no/jwk)".into(),
+                ));
+            }
+            (Some(_), None) => return Ok(()),
+            (None, Some(url)) => url,
+        };
+        let parsed = reqwest::Url::parse(url).map_err(|e| {
+            ConfigError(format!(
+                "key `auth.jwks_url` is not a URL ({e}); give the issuer's JWKS URL, e.g. https://maskinporten.no/jwk"
+            ))
+        })?;
+        let loopback = match parsed.host_str() {
+            Some("localhost") => true,
+            Some(host) => host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback()),
+            None => false,
+        };
+        match parsed.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            _ => {
+                return Err(ConfigError(
+                    "key `auth.jwks_url` must be an https URL: keys fetched over plain http could be swapped on the way (http is accepted for this host only)".into(),
+                ));
+            }
+        }
+        if self.jwks_refresh_secs == 0 || self.jwks_min_refresh_secs == 0 {
+            return Err(ConfigError(
+                "keys `auth.jwks_refresh_secs` and `auth.jwks_min_refresh_secs` must be above 0".into(),
+            ));
         }
         Ok(())
     }
@@ -505,6 +591,9 @@ mod tests {
                 issuer: "https://maskinporten.no/".into(),
                 audience: None,
                 jwks_file: Some("/etc/hurtigspor/jwks.json".into()),
+                jwks_url: None,
+                jwks_refresh_secs: 300,
+                jwks_min_refresh_secs: 30,
                 leeway_secs: 30,
                 clients: vec![],
             }),
@@ -545,12 +634,48 @@ mod tests {
     }
 
     #[test]
+    fn signing_keys_come_from_exactly_one_file_or_trustworthy_url() {
+        Jail::expect_with(|jail| {
+            let load = |auth: &str| {
+                let text = format!("mode = \"dev\"\n[auth]\nissuer = \"https://maskinporten.no/\"\n{auth}");
+                std::fs::write("h.toml", text).unwrap();
+                Config::load(Some(Path::new("h.toml")), Config::default(), Overrides::default())
+                    .and_then(|c| c.validate().map(|()| c))
+            };
+            let err = |auth: &str| load(auth).unwrap_err().to_string();
+            let c = load("jwks_url = \"https://maskinporten.no/jwk\"\n").unwrap();
+            let a = c.auth.unwrap();
+            assert_eq!((a.jwks_refresh_secs, a.jwks_min_refresh_secs), (300, 30), "the defaults");
+            assert!(load("jwks_file = \"/etc/jwks.json\"\n").is_ok());
+            assert!(load("jwks_url = \"http://127.0.0.1:8080/jwk\"\n").is_ok(), "http to this host");
+            let both = err("jwks_file = \"/etc/jwks.json\"\njwks_url = \"https://maskinporten.no/jwk\"\n");
+            assert!(both.contains("both set"), "{both}");
+            let neither = err("");
+            assert!(neither.contains("auth.jwks_file") && neither.contains("auth.jwks_url"), "{neither}");
+            let plain = err("jwks_url = \"http://maskinporten.no/jwk\"\n");
+            assert!(plain.contains("https"), "{plain}");
+            assert!(err("jwks_url = \"maskinporten.no/jwk\"\n").contains("not a URL"));
+            let zero = err("jwks_url = \"https://maskinporten.no/jwk\"\njwks_min_refresh_secs = 0\n");
+            assert!(zero.contains("jwks_min_refresh_secs"), "{zero}");
+            jail.set_env("HURTIGSPOR__TLS__CERT_FILE", "/etc/hurtigspor/tls.crt");
+            jail.set_env("HURTIGSPOR__TLS__KEY_FILE", "/etc/hurtigspor/tls.key");
+            let tls = load("jwks_file = \"/etc/jwks.json\"\n").unwrap().tls.expect("[tls] from the environment");
+            assert_eq!(tls.cert_file, Path::new("/etc/hurtigspor/tls.crt"));
+            assert_eq!(tls.client_ca_file, None, "client certificates are asked for only with a CA");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn production_requires_an_encryption_key_and_a_known_active_one() {
         let mut config = Config {
             auth: Some(AuthConfig {
                 issuer: "https://maskinporten.no/".into(),
                 audience: None,
                 jwks_file: Some("/etc/hurtigspor/jwks.json".into()),
+                jwks_url: None,
+                jwks_refresh_secs: 300,
+                jwks_min_refresh_secs: 30,
                 leeway_secs: 30,
                 clients: vec![],
             }),

@@ -11,10 +11,12 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod inbound;
+pub mod jwks;
 pub mod keys;
 pub mod startup;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod tls;
 
 pub use startup::Gateway;

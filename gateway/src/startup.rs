@@ -5,7 +5,7 @@ use crate::{
         audit::AuditApi,
         participants::{Clock, ParticipantApi},
     },
-    auth::{Authenticate, Authenticator},
+    auth::{Authenticate, Authenticator, ClientCertificates},
     config::{Config, Mode},
     crypto::Keyring,
     domain::{national_id::IdMode, participant::Rules},
@@ -40,7 +40,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tonic::{
     service::interceptor::InterceptedService,
-    transport::{Server, server::TcpIncoming},
+    transport::{Server, ServerTlsConfig, server::TcpIncoming},
 };
 
 pub struct Gateway {
@@ -60,15 +60,17 @@ pub struct Gateway {
     auth: Authenticator,
     /// Dev mode: ready tokens for the dev organisations.
     dev_tokens: Option<serde_json::Map<String, serde_json::Value>>,
+    /// TLS on the gRPC port, from `[tls]`.
+    tls: Option<ServerTlsConfig>,
 }
 
 /// The token checker: from `[auth]`, or in dev mode (without `[auth]`) a
 /// local signing key with ready tokens, written to `<data_dir>/dev-tokens.json`.
-fn authentication(
+async fn authentication(
     config: &Config,
 ) -> anyhow::Result<(Authenticator, Option<serde_json::Map<String, serde_json::Value>>)> {
     if let Some(auth) = &config.auth {
-        return Ok((Authenticator::from_config(auth)?, None));
+        return Ok((Authenticator::from_config(auth).await?, None));
     }
     anyhow::ensure!(config.mode == Mode::Dev, "section [auth] is required in production");
     let key = crate::auth::dev::signing_key(&config.data_dir)?;
@@ -191,7 +193,8 @@ impl Gateway {
         config.validate()?;
         let keys = Keys::load(&config)?;
         let keyring = Arc::new(Keyring::load(&config)?);
-        let (auth, dev_tokens) = authentication(&config)?;
+        let (auth, dev_tokens) = authentication(&config).await?;
+        let tls = config.tls.as_ref().map(crate::tls::server_config).transpose()?;
         let path = config.database_path();
         let metrics = Arc::new(Metrics::new());
         let Targets { all: targets, arena, nokut, nokut_secret, nokut_webhook_url, mocks } =
@@ -258,6 +261,7 @@ impl Gateway {
             metrics,
             auth,
             dev_tokens,
+            tls,
         })
     }
 
@@ -291,6 +295,10 @@ impl Gateway {
     /// Serves until `shutdown` completes, then drains in-flight requests and
     /// closes the store after its last commit.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (mut server, tls) = (Server::builder(), self.tls.is_some());
+        if let Some(tls) = self.tls {
+            server = server.tls_config(tls).context("cannot set up TLS on the gRPC port")?;
+        }
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<ParticipantServiceServer<ParticipantApi>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
@@ -300,7 +308,11 @@ impl Gateway {
             .context("cannot build the reflection service")?;
         let limits = &self.config.limits;
         let limiter = Arc::new(crate::auth::RateLimiter::new(limits.requests_per_second, limits.burst));
-        let authenticate = Authenticate(self.auth.clone(), limiter);
+        let certificates = match self.config.tls.as_ref().and_then(|t| t.client_ca_file.as_ref()) {
+            Some(_) => ClientCertificates::Required,
+            None => ClientCertificates::NotAsked,
+        };
+        let authenticate = Authenticate(self.auth.clone(), limiter, certificates);
         let sync = InterceptedService::new(
             SyncServiceServer::new(crate::api::sync::SyncApi::new(
                 self.store.clone() as Arc<dyn Store>,
@@ -326,6 +338,7 @@ impl Gateway {
         let (stop_dispatcher, stopped) = tokio::sync::watch::channel(false);
         let mut background = tokio::task::JoinSet::new();
         background.spawn(Arc::clone(&self.dispatcher).run(stopped.clone()));
+        background.spawn(self.auth.clone().refresh_keys(stopped.clone()));
         let store: Arc<dyn Store> = self.store.clone();
         let policy = RetryPolicy::from_settings(&self.config.sync);
         let poll = Duration::from_millis(self.config.sync.poll_interval_ms);
@@ -365,8 +378,14 @@ impl Gateway {
         if let Some(nokut) = feeds.nokut {
             background.spawn(inbound::run(nokut, store.clone(), policy, poll, feeds.nokut_wake, stopped.clone()));
         }
-        tracing::info!(addr = %self.addr, mode = ?self.config.mode, "gateway listening");
-        let result = Server::builder()
+        tracing::info!(
+            addr = %self.addr,
+            mode = ?self.config.mode,
+            tls = tls,
+            client_certificates = certificates == ClientCertificates::Required,
+            "gateway listening"
+        );
+        let result = server
             .timeout(Duration::from_secs(limits.request_timeout_secs))
             .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
             .add_service(health)

@@ -24,7 +24,10 @@ use std::{
 };
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::{Code, Status, transport::Channel};
+use tonic::{
+    Code, Status,
+    transport::{Channel, ClientTlsConfig},
+};
 use tonic_types::StatusExt;
 
 pub type Client = ParticipantServiceClient<Authed>;
@@ -125,6 +128,11 @@ pub fn captured_logs() -> String {
 /// Log lines that carried personal data so far (their first words only).
 pub fn leaks() -> Vec<String> {
     LEAKS.lock().unwrap().clone()
+}
+
+/// Registers a token or key that a test uses: never to be logged.
+pub fn remember_secret(secret: &str) {
+    SECRETS.lock().unwrap().insert(secret.to_owned());
 }
 
 /// Registers a national id that a test sends, valid or not.
@@ -282,6 +290,15 @@ pub async fn spawn_app() -> TestApp {
 
 /// A gateway on `config`, owning `dir` (its data dir).
 pub async fn spawn_with(dir: TempDir, config: Config) -> TestApp {
+    spawn_over(dir, config, None).await
+}
+
+/// A gateway with `[tls]` whose test client connects with `tls`.
+pub async fn spawn_over_tls(dir: TempDir, config: Config, tls: ClientTlsConfig) -> TestApp {
+    spawn_over(dir, config, Some(tls)).await
+}
+
+async fn spawn_over(dir: TempDir, config: Config, tls: Option<ClientTlsConfig>) -> TestApp {
     capture_logs();
     let issuer = config.auth.as_ref().map(|a| a.issuer.clone());
     let gateway = Gateway::build(config, Clock::system()).await.expect("gateway builds");
@@ -306,7 +323,10 @@ pub async fn spawn_with(dir: TempDir, config: Config) -> TestApp {
     if let Ok(key) = std::fs::read_to_string(hurtigspor_gateway::crypto::dev_key_path(dir.path())) {
         SECRETS.lock().unwrap().insert(key.trim().to_owned());
     }
-    let client = connect(addr, &token).await;
+    let client = match tls {
+        None => connect(addr, &token).await,
+        Some(tls) => ParticipantServiceClient::new(tls_channel(addr, tls, &token).await.expect("connects over TLS")),
+    };
     TestApp { addr, mocks, http, client, token, dir, shutdown: Some(tx), server: Some(server) }
 }
 
@@ -320,6 +340,19 @@ pub async fn channel(addr: SocketAddr, token: &str) -> Authed {
         channel,
         BearerToken::new(token).unwrap().with_purpose(PURPOSE).unwrap(),
     )
+}
+
+/// A TLS channel to `addr` that sends `token`.
+pub async fn tls_channel(
+    addr: SocketAddr,
+    tls: ClientTlsConfig,
+    token: &str,
+) -> Result<Authed, tonic::transport::Error> {
+    let channel = Channel::from_shared(format!("https://{addr}")).unwrap().tls_config(tls)?.connect().await?;
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        BearerToken::new(token).unwrap().with_purpose(PURPOSE).unwrap(),
+    ))
 }
 
 pub async fn connect(addr: SocketAddr, token: &str) -> Client {
