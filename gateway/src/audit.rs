@@ -133,13 +133,19 @@ pub enum Break {
     /// Entry `sequence` is intact but was chained to another predecessor
     /// than the one now before it: the entry before it was replaced.
     Unlinked { sequence: i64 },
+    /// Entry `sequence`, an earlier head, is gone: the log ends at `last`
+    /// (entries were removed from the end).
+    Truncated { sequence: i64, last: i64 },
 }
 
 impl Break {
     /// The first entry that cannot be trusted.
     pub fn sequence(&self) -> i64 {
         match self {
-            Self::Missing { sequence, .. } | Self::Altered { sequence } | Self::Unlinked { sequence } => *sequence,
+            Self::Missing { sequence, .. }
+            | Self::Altered { sequence }
+            | Self::Unlinked { sequence }
+            | Self::Truncated { sequence, .. } => *sequence,
         }
     }
 }
@@ -156,6 +162,10 @@ impl std::fmt::Display for Break {
             Self::Unlinked { sequence } => {
                 write!(f, "entry {sequence} does not follow entry {}: the entry before it was replaced", sequence - 1)
             }
+            Self::Truncated { sequence, last } => write!(
+                f,
+                "entry {sequence}, the expected head, is missing: the log ends at entry {last}, so entries were removed from its end"
+            ),
         }
     }
 }
@@ -246,19 +256,48 @@ pub fn parse_purpose(metadata: &MetadataMap) -> Result<Option<String>, Error> {
     let valid = !text.is_empty()
         && text.len() <= MAX_PURPOSE_LEN
         && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-_".contains(&b))
-        && !text.bytes().all(|b| b.is_ascii_digit());
+        && !has_digit_run(text, 6);
     if !valid {
         return Err(Error::invalid(
             PURPOSE_HEADER,
             "INVALID_PURPOSE",
-            "the `purpose` header must be a short code of a-z, 0-9, '.', '-' and '_' (at most 64), e.g. \
-             `case-processing`; say why, never whom",
+            "the `purpose` header must be a short code of a-z, 0-9, '.', '-' and '_' (at most 64, with no run of 6 \
+             digits), e.g. `case-processing`; say why, never whom",
         ));
     }
     Ok(Some(text.to_owned()))
 }
 
-/// The purpose a read of a person must give.
+/// Whether `text` has `n` or more digits in a row (a number that could be
+/// a national id or part of one).
+fn has_digit_run(text: &str, n: usize) -> bool {
+    text.as_bytes().split(|b| !b.is_ascii_digit()).any(|run| run.len() >= n)
+}
+
+/// `text` with every run of 6 or more digits replaced by `#`s, so that a
+/// number another system put in its error text (a national id, say) is not
+/// kept in the audit log.
+pub fn mask_digit_runs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    for c in text.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_digit() {
+            run.push(c);
+            continue;
+        }
+        if run.len() >= 6 {
+            out.extend(std::iter::repeat_n('#', run.len()));
+        } else {
+            out.push_str(&run);
+        }
+        run.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
+/// The purpose every call about a person must give.
 pub fn require_purpose(metadata: &MetadataMap) -> Result<String, Error> {
     parse_purpose(metadata)?.ok_or_else(|| {
         Error::invalid(
@@ -371,11 +410,19 @@ mod tests {
         assert_eq!(reason(require_purpose(&m).unwrap_err()), ("purpose".into(), "PURPOSE_REQUIRED"));
         m.insert(PURPOSE_HEADER, "case-processing".parse().unwrap());
         assert_eq!(require_purpose(&m).unwrap(), "case-processing");
-        for bad in ["Ola Nordmann", "", "12345678901", "x".repeat(65).as_str(), "fnr=123"] {
+        for bad in ["Ola Nordmann", "", "12345678901", "fnr-150385", "x".repeat(65).as_str(), "fnr=123"] {
             m.insert(PURPOSE_HEADER, bad.parse().unwrap());
             assert_eq!(reason(parse_purpose(&m).unwrap_err()), ("purpose".into(), "INVALID_PURPOSE"), "{bad:?}");
             assert!(!require_purpose(&m).unwrap_err().to_string().contains(bad) || bad.is_empty());
         }
+    }
+
+    #[test]
+    fn numbers_in_other_systems_errors_are_masked() {
+        assert_eq!(mask_digit_runs("HTTP 422: person 15038512363 unknown"), "HTTP 422: person ########### unknown");
+        assert_eq!(mask_digit_runs("ORA-20011 at 12345"), "ORA-20011 at 12345");
+        assert_eq!(mask_digit_runs("123456"), "######");
+        assert_eq!(mask_digit_runs(""), "");
     }
 
     #[test]

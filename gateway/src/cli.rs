@@ -87,7 +87,7 @@ pub enum Command {
         #[arg(long, global = true, env = "HURTIGSPOR_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// Why you read or change a person, written to the audit log: a
-        /// short code such as `case-processing`. Required to read a person.
+        /// short code such as `case-processing`. Required.
         #[arg(long, global = true, env = "HURTIGSPOR_PURPOSE")]
         purpose: Option<String>,
         #[command(flatten)]
@@ -114,6 +114,11 @@ pub enum AuditCommand {
         /// Where the SQLite file lives.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// A head printed by an earlier run (`<entry>:<hash>`): the log must
+        /// still hold that entry, unchanged, so entries removed from the end
+        /// are found too.
+        #[arg(long, value_name = "ENTRY:HASH")]
+        expect_head: Option<String>,
     },
 }
 
@@ -284,12 +289,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             participants(&server, tls, &token, purpose.as_deref(), command).await
         }
-        Command::Audit { command: AuditCommand::Verify { config, data_dir } } => {
+        Command::Audit { command: AuditCommand::Verify { config, data_dir, expect_head } } => {
             // Without a config, a data directory of a dev gateway: its keys
             // were generated there.
             let defaults = if config.is_none() { Config::dev_defaults() } else { Config::default() };
             let config = Config::load(config.as_deref(), defaults, Overrides { data_dir, ..Default::default() })?;
-            verify_audit(&config)
+            verify_audit(&config, expect_head.as_deref())
         }
     }
 }
@@ -608,7 +613,18 @@ pub fn dev_token(data_dir: &Path, name: &str) -> anyhow::Result<String> {
 }
 
 /// `audit verify`: checks the chain, with progress on stderr for long logs.
-fn verify_audit(config: &Config) -> anyhow::Result<()> {
+fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow::Result<()> {
+    let expect = expect_head
+        .map(|h| {
+            let (entry, hash) = h.split_once(':').unwrap_or((h, ""));
+            match (entry.parse::<i64>(), hex::decode(hash)) {
+                (Ok(entry), Ok(hash)) if entry > 0 && hash.len() == 32 => Ok((entry, hash)),
+                _ => Err(anyhow::anyhow!(
+                    "--expect-head must be <entry>:<hash> as `audit verify` printed it, e.g. 1234:9f86d081...(64 hex)"
+                )),
+            }
+        })
+        .transpose()?;
     let path = config.database_path();
     if !path.exists() {
         bail!("no database at {}; pass the gateway's --data-dir (or --config)", path.display());
@@ -621,20 +637,15 @@ fn verify_audit(config: &Config) -> anyhow::Result<()> {
         );
     }
     let keys = crate::keys::Keys::load(config)?;
-    let result = crate::store::sqlite::verify_audit_log(&path, &keys.audit_key(), 100_000, |checked, total| {
+    let result = crate::store::sqlite::verify_audit_log(&path, &keys.audit_key(), expect, 100_000, |checked, total| {
         eprintln!("checked {checked}/{total} entries");
     })
     .with_context(|| format!("cannot read the audit log in {}", path.display()))?;
     match result {
         Ok(head) => {
+            println!("audit log intact: {} entries; head {}:{}", head.entries, head.sequence, hex::encode(&head.hash));
             println!(
-                "audit log intact: {} entries; head is entry {} with hash {}",
-                head.entries,
-                head.sequence,
-                hex::encode(&head.hash)
-            );
-            println!(
-                "(entries removed from the end cannot be told from a shorter log: compare the head with one recorded earlier)"
+                "(keep the head: `audit verify --expect-head <head>` later finds entries removed from the end too)"
             );
             Ok(())
         }
@@ -656,10 +667,9 @@ async fn participants(
     purpose: Option<&str>,
     command: ParticipantsCommand,
 ) -> anyhow::Result<()> {
-    let reads = !matches!(command, ParticipantsCommand::Create { .. });
-    if reads && purpose.is_none() {
+    if purpose.is_none() {
         bail!(
-            "reading a person needs a purpose for the audit log: pass --purpose <code>, e.g. --purpose case-processing"
+            "reading or changing a person needs a purpose for the audit log: pass --purpose <code>, e.g. --purpose case-processing"
         );
     }
     let channel = tls.connect(server).await?;

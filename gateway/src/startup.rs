@@ -317,11 +317,15 @@ impl Gateway {
             SyncServiceServer::new(crate::api::sync::SyncApi::new(
                 self.store.clone() as Arc<dyn Store>,
                 limits.max_streams_per_client,
-            )),
+            ))
+            .max_decoding_message_size(limits.max_message_bytes),
             authenticate.clone(),
         );
         let reflection = InterceptedService::new(reflection, authenticate.clone());
-        let audit = InterceptedService::new(AuditServiceServer::new(self.audit_api), authenticate.clone());
+        let audit = InterceptedService::new(
+            AuditServiceServer::new(self.audit_api).max_decoding_message_size(limits.max_message_bytes),
+            authenticate.clone(),
+        );
         health_reporter.set_serving::<SyncServiceServer<crate::api::sync::SyncApi>>().await;
         let participants = InterceptedService::new(
             ParticipantServiceServer::new(self.api)

@@ -347,6 +347,8 @@ async fn the_client_subcommands_work_against_a_dev_gateway() {
                     "participants",
                     "--server",
                     &addr,
+                    "--purpose",
+                    "case-processing",
                     "create",
                     "--national-id",
                     "-",
@@ -375,6 +377,8 @@ async fn the_client_subcommands_work_against_a_dev_gateway() {
                     "participants",
                     "--server",
                     &addr,
+                    "--purpose",
+                    "case-processing",
                     "create",
                     "--national-id",
                     "-",
@@ -433,6 +437,34 @@ async fn the_client_subcommands_work_against_a_dev_gateway() {
     let intact = verify();
     assert!(intact.status.success(), "{}", text(&intact.stderr));
     assert!(text(&intact.stdout).contains("audit log intact"), "{}", text(&intact.stdout));
+    // The head it prints finds entries removed from the end later.
+    let head = text(&intact.stdout).split("head ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::create_dir(copy.path().join("secrets")).unwrap();
+    for file in ["hurtigspor.db", "hurtigspor.db-wal", "secrets/master.key"] {
+        if dir.path().join(file).exists() {
+            std::fs::copy(dir.path().join(file), copy.path().join(file)).unwrap();
+        }
+    }
+    let cut = rusqlite::Connection::open(copy.path().join("hurtigspor.db")).unwrap();
+    cut.execute_batch(
+        "DROP TRIGGER audit_log_no_delete;
+         DELETE FROM audit_log WHERE sequence = (SELECT max(sequence) FROM audit_log);",
+    )
+    .unwrap();
+    drop(cut);
+    let verify_copy = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_hurtigspor"))
+            .args(["audit", "verify", "--data-dir"])
+            .arg(copy.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert!(verify_copy(&[]).status.success(), "a shorter chain verifies by itself");
+    let truncated = verify_copy(&["--expect-head", &head]);
+    assert_eq!(truncated.status.code(), Some(2), "{}", text(&truncated.stderr));
+    assert!(text(&truncated.stderr).contains("removed from its end"), "{}", text(&truncated.stderr));
     let db = rusqlite::Connection::open(dir.path().join("hurtigspor.db")).unwrap();
     let methods: Vec<String> = db
         .prepare(

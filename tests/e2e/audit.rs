@@ -118,6 +118,16 @@ async fn each_method_leaves_its_entries_refusals_included_and_the_chain_verifies
     let probe = bergen.get_participant(GetParticipantRequest { name: name.clone() }).await;
     assert_eq!(probe.as_ref().unwrap_err().code(), Code::NotFound);
     expected.push(("ParticipantService/GetParticipant", BERGEN, "NOT_FOUND".into()));
+    // Bergen looking Oslo's participant up by national id: on record as
+    // about that participant, though Bergen learns nothing.
+    let lookup_probe = bergen.lookup_participant(LookupParticipantRequest { national_id: p.national_id.clone() }).await;
+    assert_eq!(lookup_probe.unwrap_err().code(), Code::NotFound);
+    expected.push(("ParticipantService/LookupParticipant", BERGEN, "NOT_FOUND".into()));
+    // NAV may not rewrite the kommune's fields: refused before the body is
+    // read, and on record (without the participant, which was not read).
+    let mut nav = connect(app.addr, &dev_token(&app, "nav")).await;
+    let nav_update = nav.update_participant(UpdateParticipantRequest::default()).await;
+    expect_error(nav_update, Code::PermissionDenied, "ROLE_NOT_ALLOWED");
     // A read without a purpose is refused, and on record.
     let plain =
         tonic::transport::Channel::from_shared(format!("http://{}", app.addr)).unwrap().connect().await.unwrap();
@@ -126,6 +136,14 @@ async fn each_method_leaves_its_entries_refusals_included_and_the_chain_verifies
     let refused = expect_error(refused, Code::InvalidArgument, "INVALID_ARGUMENT");
     assert_violation(&refused, "purpose", "PURPOSE_REQUIRED");
     expected.push(("ParticipantService/GetParticipant", OSLO, "INVALID_ARGUMENT".into()));
+    // So is a write: it answers with the record, a read too.
+    let unexplained = no_purpose.open_recognition_case(nursing_case(&name)).await;
+    assert_violation(
+        &expect_error(unexplained, Code::InvalidArgument, "INVALID_ARGUMENT"),
+        "purpose",
+        "PURPOSE_REQUIRED",
+    );
+    expected.push(("ParticipantService/OpenRecognitionCase", OSLO, "INVALID_ARGUMENT".into()));
 
     // The stream: the participant is on record as shown to Oslo.
     let mut stream = SyncServiceClient::new(channel(app.addr, &oslo_token).await)
@@ -152,14 +170,21 @@ async fn each_method_leaves_its_entries_refusals_included_and_the_chain_verifies
         if e.organisation == OSLO {
             assert_eq!(e.vendor, VENDOR, "{e:?}");
         }
-        let refused_purpose = e.outcome == "INVALID_ARGUMENT" && e.method.ends_with("GetParticipant");
+        let refused_purpose = e.detail == "purpose PURPOSE_REQUIRED";
         if !refused_purpose {
             assert_eq!(e.purpose, PURPOSE, "{e:?}");
         }
     }
-    let no_purpose_entry =
-        entries.iter().find(|e| e.outcome == "INVALID_ARGUMENT" && e.method.ends_with("GetParticipant"));
-    assert_eq!(no_purpose_entry.unwrap().detail, "purpose PURPOSE_REQUIRED");
+    assert_eq!(entries.iter().filter(|e| e.detail == "purpose PURPOSE_REQUIRED").count(), 2);
+    // NAV's refused write is on record under NAV, with its reason.
+    let nav_entries =
+        all_entries(&app, ListAuditEntriesRequest { organisation: "900000030".into(), ..Default::default() }).await;
+    assert!(
+        nav_entries.iter().any(|e| e.method == "ParticipantService/UpdateParticipant"
+            && e.outcome == "PERMISSION_DENIED"
+            && e.detail == "ROLE_NOT_ALLOWED"),
+        "{nav_entries:?}"
+    );
     let stream_entry = entries.iter().find(|e| e.method == "SyncService/WatchChanges").unwrap();
     assert!(stream_entry.detail.starts_with("cursor "), "{stream_entry:?}");
 
@@ -197,6 +222,20 @@ async fn each_method_leaves_its_entries_refusals_included_and_the_chain_verifies
         .list_audit_entries(ListAuditEntriesRequest::default())
         .await;
     expect_error(denied, Code::PermissionDenied, "SCOPE_MISSING");
+    let refusals = all_entries(
+        &app,
+        ListAuditEntriesRequest {
+            organisation: OSLO.into(),
+            method: "AuditService/ListAuditEntries".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        refusals.iter().map(|e| (e.outcome.as_str(), e.detail.as_str())).collect::<Vec<_>>(),
+        [("PERMISSION_DENIED", "SCOPE_MISSING")],
+        "a known caller's refusal is on record"
+    );
     let reads = all_entries(
         &app,
         ListAuditEntriesRequest { method: "AuditService/ListAuditEntries".into(), ..Default::default() },
@@ -209,7 +248,7 @@ async fn each_method_leaves_its_entries_refusals_included_and_the_chain_verifies
     let mut config = Config::dev_defaults();
     config.data_dir = dir.path().to_owned();
     let key = Keys::load(&config).unwrap().audit_key();
-    let head = verify_audit_log(&config.database_path(), &key, 0, |_, _| {}).unwrap().expect("an intact chain");
+    let head = verify_audit_log(&config.database_path(), &key, None, 0, |_, _| {}).unwrap().expect("an intact chain");
     assert!(head.entries as usize >= everything.len());
     let _ = id;
 }

@@ -1,6 +1,6 @@
 //! `hurtigspor.v1.AuditService`: the audit log, for administrators.
 
-use super::{RequestAudit, pagination, parse_name};
+use super::{begin, pagination, parse_name};
 use crate::{
     audit::{AuditQuery, AuditRecord, parse_purpose},
     auth::auditor,
@@ -83,9 +83,8 @@ impl AuditService for AuditApi {
         &self,
         request: Request<ListAuditEntriesRequest>,
     ) -> Result<Response<ListAuditEntriesResponse>, Status> {
-        let who = auditor(&request)?;
-        // Reading the audit log is audited too.
-        let mut audit = RequestAudit::begin(&who, "AuditService/ListAuditEntries");
+        // Reading the audit log is audited too, and so is a refusal.
+        let (who, mut audit) = begin(&*self.store, &request, "AuditService/ListAuditEntries", auditor).await?;
         let result = async {
             audit.purpose(parse_purpose(request.metadata())?);
             let req = request.into_inner();

@@ -7,6 +7,34 @@ pub mod sync;
 
 use crate::{audit::AuditEntry, auth::Caller, error::Error, store::Store};
 
+/// The request's caller and audit entry. The entry is begun as soon as the
+/// caller is known, before `check` (scope and role): a refusal of a known
+/// caller is audited too.
+pub async fn begin<T>(
+    store: &dyn Store,
+    request: &tonic::Request<T>,
+    method: &'static str,
+    check: impl FnOnce(&tonic::Request<T>) -> Result<Caller, tonic::Status>,
+) -> Result<(Caller, RequestAudit), tonic::Status> {
+    let known = request.extensions().get::<Caller>().cloned();
+    match (check(request), known) {
+        (Ok(who), _) => {
+            let audit = RequestAudit::begin(&who, method);
+            Ok((who, audit))
+        }
+        (Err(status), Some(known)) => {
+            let mut entry = RequestAudit::begin(&known, method).entry.take().expect("just begun");
+            entry.outcome = crate::audit::code_name(status.code()).into();
+            entry.detail = tonic_types::StatusExt::get_details_error_info(&status).map(|i| i.reason);
+            if let Err(e) = store.audit(vec![entry]).await {
+                tracing::error!(error = %e, method, "the audit log could not be written");
+            }
+            Err(status)
+        }
+        (Err(status), None) => Err(status),
+    }
+}
+
 /// One request's audit entry: begun once the caller is known, completed
 /// with the participants it concerned and how it ended. A write hands the
 /// entry to the store, which appends it in the write's own transaction.
@@ -64,20 +92,49 @@ impl RequestAudit {
         if result.is_ok() {
             entry.detail = detail;
         }
+        let audit = RequestAudit { entry: Some(entry), participants: self.participants };
+        match audit.write(store).await {
+            Ok(()) => result,
+            Err(e) => result.and(Err(e)),
+        }
+    }
+
+    /// Like `finish`, for a result already in gRPC terms: the outcome is
+    /// its code, the detail its ErrorInfo reason.
+    pub async fn finish_status<T>(
+        self,
+        store: &dyn Store,
+        result: Result<tonic::Response<T>, tonic::Status>,
+    ) -> Result<tonic::Response<T>, tonic::Status> {
+        let Some(mut entry) = self.entry else { return result };
+        match &result {
+            Ok(_) => entry.outcome = "OK".into(),
+            Err(status) => {
+                entry.outcome = crate::audit::code_name(status.code()).into();
+                entry.detail = tonic_types::StatusExt::get_details_error_info(status).map(|i| i.reason);
+            }
+        }
+        let audit = RequestAudit { entry: Some(entry), participants: self.participants };
+        match audit.write(store).await {
+            Ok(()) => result,
+            Err(e) => result.and(Err(e.into())),
+        }
+    }
+
+    /// Writes the entries as they stand: one per participant, or one
+    /// without a participant.
+    async fn write(self, store: &dyn Store) -> Result<(), Error> {
+        let Some(entry) = self.entry else { return Ok(()) };
         let method = entry.method.clone();
         let entries = if self.participants.is_empty() {
             vec![entry]
         } else {
             self.participants.into_iter().map(|p| AuditEntry { participant_id: Some(p), ..entry.clone() }).collect()
         };
-        match store.audit(entries).await {
-            Ok(()) => result,
-            Err(e) => {
-                tracing::error!(error = %e, method = %method, "the audit log could not be written; the request is refused");
-                result
-                    .and(Err(Error::Unavailable("the audit log cannot be written now, so no data is returned".into())))
-            }
-        }
+        store.audit(entries).await.map_err(|e| {
+            tracing::error!(error = %e, method = %method, "the audit log could not be written; the request is refused");
+            Error::Unavailable("the audit log cannot be written now, so no data is returned".into())
+        })
     }
 }
 

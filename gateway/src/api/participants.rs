@@ -1,8 +1,8 @@
 //! `hurtigspor.v1.ParticipantService`.
 
-use super::{RequestAudit, check_request_id, new_participant_id, pagination, parse_name};
+use super::{RequestAudit, begin, check_request_id, new_participant_id, pagination, parse_name};
 use crate::{
-    audit::{parse_purpose, require_purpose},
+    audit::require_purpose,
     auth::{Caller, Role, Scope, caller, writer},
     config::Limits,
     domain::{
@@ -175,33 +175,16 @@ macro_rules! audited {
     }};
 }
 
-/// A write's caller and audit entry; a purpose is optional for writes.
-fn begin_write<T>(
-    request: &Request<T>,
-    nav_allowed: bool,
-    method: &'static str,
-) -> Result<(Caller, RequestAudit), Status> {
-    let who = writer(request, nav_allowed)?;
-    let audit = RequestAudit::begin(&who, method);
-    Ok((who, audit))
-}
-
-/// A read's caller and audit entry.
-fn begin_read<T>(request: &Request<T>, method: &'static str) -> Result<(Caller, RequestAudit), Status> {
-    let who = caller(request, Scope::ParticipantsRead)?;
-    let audit = RequestAudit::begin(&who, method);
-    Ok((who, audit))
-}
-
 #[tonic::async_trait]
 impl ParticipantService for ParticipantApi {
     async fn create_participant(
         &self,
         request: Request<CreateParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let (who, mut audit) = begin_write(&request, false, method!("CreateParticipant"))?;
+        let (who, mut audit) =
+            begin(&*self.store, &request, method!("CreateParticipant"), |r| writer(r, false)).await?;
         audited!(self, audit, {
-            audit.purpose(parse_purpose(request.metadata())?);
+            audit.purpose(Some(require_purpose(request.metadata())?));
             let req = request.into_inner();
             let input = required(req.participant.as_ref(), "participant", "the participant to register")?;
             let idempotency = self.idempotency(&who, "CreateParticipant", &req.request_id, &req)?;
@@ -238,7 +221,8 @@ impl ParticipantService for ParticipantApi {
     }
 
     async fn get_participant(&self, request: Request<GetParticipantRequest>) -> Result<Response<Participant>, Status> {
-        let (who, mut audit) = begin_read(&request, method!("GetParticipant"))?;
+        let (who, mut audit) =
+            begin(&*self.store, &request, method!("GetParticipant"), |r| caller(r, Scope::ParticipantsRead)).await?;
         audited!(self, audit, {
             let id = Self::target(audit, &request.get_ref().name)?;
             audit.purpose(Some(require_purpose(request.metadata())?));
@@ -257,7 +241,8 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<ListParticipantsRequest>,
     ) -> Result<Response<ListParticipantsResponse>, Status> {
-        let (who, mut audit) = begin_read(&request, method!("ListParticipants"))?;
+        let (who, mut audit) =
+            begin(&*self.store, &request, method!("ListParticipants"), |r| caller(r, Scope::ParticipantsRead)).await?;
         audited!(self, audit, {
             audit.purpose(Some(require_purpose(request.metadata())?));
             let req = request.into_inner();
@@ -324,9 +309,10 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<UpdateParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let (who, mut audit) = begin_write(&request, false, method!("UpdateParticipant"))?;
+        let (who, mut audit) =
+            begin(&*self.store, &request, method!("UpdateParticipant"), |r| writer(r, false)).await?;
         audited!(self, audit, {
-            audit.purpose(parse_purpose(request.metadata())?);
+            audit.purpose(Some(require_purpose(request.metadata())?));
             let req = request.into_inner();
             let input =
                 required(req.participant.as_ref(), "participant", "the participant with its name and the new values")?
@@ -347,18 +333,20 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<LookupParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let (who, mut audit) = begin_read(&request, method!("LookupParticipant"))?;
+        let (who, mut audit) =
+            begin(&*self.store, &request, method!("LookupParticipant"), |r| caller(r, Scope::ParticipantsRead)).await?;
         audited!(self, audit, {
             audit.purpose(Some(require_purpose(request.metadata())?));
             let id =
                 rules::parse_national_id(&request.get_ref().national_id, "national_id", &self.rules, self.today())?;
-            let p = self
-                .store
-                .get_by_national_id_hash(&self.keys.national_id_hash(&id))
-                .await?
+            let found = self.store.get_by_national_id_hash(&self.keys.national_id_hash(&id)).await?;
+            // A probe for someone else's participant is on record as about them.
+            if let Some(p) = &found {
+                audit.about(p.name.trim_start_matches("participants/"));
+            }
+            let p = found
                 .filter(|p| who.sees(&p.kommunenummer))
                 .ok_or_else(|| Error::not_found("participant with this national id"))?;
-            audit.about(p.name.trim_start_matches("participants/"));
             tracing::info!(participant = %p.name, "participant looked up");
             Ok(self.present(p))
         })
@@ -368,11 +356,13 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<TransitionHurtigsporRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let (who, mut audit) = begin_write(&request, true, method!("TransitionHurtigspor"))?;
+        let (who, mut audit) =
+            begin(&*self.store, &request, method!("TransitionHurtigspor"), |r| writer(r, true)).await?;
         audited!(self, audit, {
-            audit.purpose(parse_purpose(request.metadata())?);
+            let purpose = require_purpose(request.metadata());
             let req = request.into_inner();
             let id = Self::target(audit, &req.name)?;
+            audit.purpose(Some(purpose?));
             let idempotency = self.idempotency(&who, "TransitionHurtigspor", &req.request_id, &req)?;
             let input = rules::validate_transition_input(
                 req.status,
@@ -390,11 +380,12 @@ impl ParticipantService for ParticipantApi {
     }
 
     async fn end_programme(&self, request: Request<EndProgrammeRequest>) -> Result<Response<Participant>, Status> {
-        let (who, mut audit) = begin_write(&request, false, method!("EndProgramme"))?;
+        let (who, mut audit) = begin(&*self.store, &request, method!("EndProgramme"), |r| writer(r, false)).await?;
         audited!(self, audit, {
-            audit.purpose(parse_purpose(request.metadata())?);
+            let purpose = require_purpose(request.metadata());
             let req = request.into_inner();
             let id = Self::target(audit, &req.name)?;
+            audit.purpose(Some(purpose?));
             let idempotency = self.idempotency(&who, "EndProgramme", &req.request_id, &req)?;
             let input = rules::validate_end_input(req.end_date.as_ref(), req.end_reason, req.main_activity)?;
             self.mutate(&who, audit, id, &req.etag, idempotency, "programme.ended", move |p| {
@@ -405,11 +396,12 @@ impl ParticipantService for ParticipantApi {
     }
 
     async fn record_measure(&self, request: Request<RecordMeasureRequest>) -> Result<Response<Participant>, Status> {
-        let (who, mut audit) = begin_write(&request, true, method!("RecordMeasure"))?;
+        let (who, mut audit) = begin(&*self.store, &request, method!("RecordMeasure"), |r| writer(r, true)).await?;
         audited!(self, audit, {
-            audit.purpose(parse_purpose(request.metadata())?);
+            let purpose = require_purpose(request.metadata());
             let req = request.into_inner();
             let id = Self::target(audit, &req.name)?;
+            audit.purpose(Some(purpose?));
             let idempotency = self.idempotency(&who, "RecordMeasure", &req.request_id, &req)?;
             let input = required(req.measure.as_ref(), "measure", "the measure to record")?;
             let measure = rules::new_measure(input, self.today())?;
@@ -422,11 +414,12 @@ impl ParticipantService for ParticipantApi {
     }
 
     async fn end_measure(&self, request: Request<EndMeasureRequest>) -> Result<Response<Participant>, Status> {
-        let (who, mut audit) = begin_write(&request, true, method!("EndMeasure"))?;
+        let (who, mut audit) = begin(&*self.store, &request, method!("EndMeasure"), |r| writer(r, true)).await?;
         audited!(self, audit, {
-            audit.purpose(parse_purpose(request.metadata())?);
+            let purpose = require_purpose(request.metadata());
             let req = request.into_inner();
             let id = Self::target(audit, &req.name)?;
+            audit.purpose(Some(purpose?));
             let input = rules::validate_end_measure(&req.measure_id, req.status, req.end_date.as_ref())?;
             self.mutate(&who, audit, id, &req.etag, None, "measure.ended", move |p| rules::end_measure(p, &input)).await
         })
@@ -436,11 +429,13 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<OpenRecognitionCaseRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let (who, mut audit) = begin_write(&request, false, method!("OpenRecognitionCase"))?;
+        let (who, mut audit) =
+            begin(&*self.store, &request, method!("OpenRecognitionCase"), |r| writer(r, false)).await?;
         audited!(self, audit, {
-            audit.purpose(parse_purpose(request.metadata())?);
+            let purpose = require_purpose(request.metadata());
             let req = request.into_inner();
             let id = Self::target(audit, &req.name)?;
+            audit.purpose(Some(purpose?));
             let idempotency = self.idempotency(&who, "OpenRecognitionCase", &req.request_id, &req)?;
             let input =
                 required(req.recognition_case.as_ref(), "recognition_case", "the case to open, with its scheme")?;
@@ -456,11 +451,13 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<RecordCompetenceMappingRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let (who, mut audit) = begin_write(&request, false, method!("RecordCompetenceMapping"))?;
+        let (who, mut audit) =
+            begin(&*self.store, &request, method!("RecordCompetenceMapping"), |r| writer(r, false)).await?;
         audited!(self, audit, {
-            audit.purpose(parse_purpose(request.metadata())?);
+            let purpose = require_purpose(request.metadata());
             let req = request.into_inner();
             let id = Self::target(audit, &req.name)?;
+            audit.purpose(Some(purpose?));
             let competence = rules::validate_competence_input(req.competence.as_ref(), self.today())?;
             self.mutate(&who, audit, id, &req.etag, None, "competence.recorded", move |p| {
                 p.competence = Some(competence);
@@ -474,11 +471,13 @@ impl ParticipantService for ParticipantApi {
         &self,
         request: Request<UpdateIndividualPlanRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let (who, mut audit) = begin_write(&request, false, method!("UpdateIndividualPlan"))?;
+        let (who, mut audit) =
+            begin(&*self.store, &request, method!("UpdateIndividualPlan"), |r| writer(r, false)).await?;
         audited!(self, audit, {
-            audit.purpose(parse_purpose(request.metadata())?);
+            let purpose = require_purpose(request.metadata());
             let req = request.into_inner();
             let id = Self::target(audit, &req.name)?;
+            audit.purpose(Some(purpose?));
             let plan = req.plan.clone();
             self.mutate(&who, audit, id, &req.etag, None, "plan.updated", move |p| {
                 rules::replace_plan(p, plan.as_ref())
@@ -510,12 +509,20 @@ mod tests {
             kommuner: vec![],
             scopes: crate::auth::Scope::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
         });
+        request.metadata_mut().insert(crate::audit::PURPOSE_HEADER, "case-processing".parse().unwrap());
         request
+    }
+
+    /// A store that takes any audit entries.
+    fn auditing() -> MockStore {
+        let mut store = MockStore::new();
+        store.expect_audit().returning(|_| Ok(()));
+        store
     }
 
     #[tokio::test]
     async fn a_request_without_a_caller_or_its_scope_is_refused_before_the_store() {
-        let api = api(MockStore::new());
+        let api = api(auditing());
         let status = api.create_participant(Request::new(valid_request())).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
         let mut read_only = authed(valid_request());
@@ -623,7 +630,7 @@ mod tests {
                 crate::domain::national_id::NationalId::parse(&number, IdMode::Test, chrono::NaiveDate::MAX).unwrap();
             Keys::from_master(&[3; 32]).national_id_hash(&id)
         };
-        let mut store = MockStore::new();
+        let mut store = auditing();
         store
             .expect_create()
             .withf(move |n| {
@@ -640,7 +647,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_storage_outage_is_unavailable_with_retry_info() {
-        let mut store = MockStore::new();
+        let mut store = auditing();
         store.expect_create().returning(|_| Err(Error::Unavailable("disk I/O error on /var/lib/x".into())));
         let status = api(store).create_participant(authed(valid_request())).await.unwrap_err();
         assert_eq!(status.code(), Code::Unavailable);
@@ -650,7 +657,7 @@ mod tests {
 
     #[tokio::test]
     async fn request_ids_are_fingerprinted_per_method_and_body() {
-        let mut store = MockStore::new();
+        let mut store = auditing();
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let s = seen.clone();
         store.expect_create().times(2).returning(move |n| {

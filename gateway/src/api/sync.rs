@@ -1,8 +1,8 @@
 //! `hurtigspor.v1.SyncService`.
 
-use super::{RequestAudit, parse_name};
+use super::{RequestAudit, begin, parse_name};
 use crate::{
-    audit::require_purpose,
+    audit::{parse_purpose, require_purpose},
     auth::{Scope, administrator, caller},
     error::Error,
     store::{ChangeRecord, InboxFilter, InboxItem, Store, resource_name},
@@ -107,11 +107,111 @@ const WATCH: &str = "SyncService/WatchChanges";
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<ChangeEvent, Status>> + Send>>;
 
+impl SyncApi {
+    async fn list_failed_deliveries_unaudited(
+        &self,
+        request: Request<ListFailedDeliveriesRequest>,
+    ) -> Result<Response<ListFailedDeliveriesResponse>, Status> {
+        let req = request.into_inner();
+        if req.page_size < 0 {
+            return Err(Error::invalid("page_size", "OUT_OF_RANGE", "must not be negative").into());
+        }
+        let limit = if req.page_size == 0 { 50 } else { req.page_size.min(500) } as usize;
+        let after = parse_failed_token(&req.page_token)?;
+        let mut rows = self.store.failed_syncs(after, limit + 1).await?;
+        let next_page_token = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|s| format!("{}|{}|{}", s.update_time, s.target, s.participant_id)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let deliveries = rows
+            .into_iter()
+            .map(|s| FailedDelivery {
+                name: resource_name(&s.participant_id),
+                target: s.target,
+                desired_version: s.desired_version,
+                delivered_version: s.delivered_version,
+                reason: s.last_error.unwrap_or_default(),
+                attempts: s.attempts as i32,
+            })
+            .collect();
+        Ok(Response::new(ListFailedDeliveriesResponse { deliveries, next_page_token }))
+    }
+
+    async fn retry_deliveries_unaudited(
+        &self,
+        request: Request<RetryDeliveriesRequest>,
+    ) -> Result<Response<RetryDeliveriesResponse>, Status> {
+        let name = &request.get_ref().name;
+        let id = if name.is_empty() { None } else { Some(parse_name(name, "name")?) };
+        let retried = self.store.retry_failed_syncs(id.clone()).await?;
+        tracing::info!(participant = ?id, retried, "failed deliveries made due again");
+        Ok(Response::new(RetryDeliveriesResponse { retried: retried as i32 }))
+    }
+
+    async fn list_inbound_changes_unaudited(
+        &self,
+        request: Request<ListInboundChangesRequest>,
+    ) -> Result<Response<ListInboundChangesResponse>, Status> {
+        let req = request.into_inner();
+        let source = parse_source(&req.source, false)?;
+        let status = match InboundStatus::try_from(req.status) {
+            Ok(InboundStatus::Unspecified) => None,
+            Ok(s) => Some(status_text(s).to_owned()),
+            Err(_) => return Err(Error::invalid("status", "UNKNOWN_ENUM_VALUE", "is not an InboundStatus").into()),
+        };
+        if req.page_size < 0 {
+            return Err(Error::invalid("page_size", "OUT_OF_RANGE", "must not be negative").into());
+        }
+        let limit = if req.page_size == 0 { 50 } else { req.page_size.min(500) } as usize;
+        let after = parse_inbound_token(&req.page_token)?;
+        let filter = InboxFilter { source, status, after, limit: limit + 1 };
+        let mut items = self.store.list_inbound(filter).await?;
+        let next_page_token = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|i| format!("{}/{}", i.source, i.position)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let changes = items.into_iter().map(inbound_change).collect();
+        Ok(Response::new(ListInboundChangesResponse { changes, next_page_token }))
+    }
+
+    async fn reingest_inbound_changes_unaudited(
+        &self,
+        request: Request<ReingestInboundChangesRequest>,
+    ) -> Result<Response<ReingestInboundChangesResponse>, Status> {
+        let req = request.into_inner();
+        let position = req.position.trim();
+        let source = parse_source(&req.source, !position.is_empty())?;
+        let position = if position.is_empty() {
+            None
+        } else {
+            Some(position.parse::<u64>().map(crate::inbound::padded).map_err(|_| {
+                Error::invalid(
+                    "position",
+                    "INVALID_FORMAT",
+                    "must be a change's position, as ListInboundChanges gives it",
+                )
+            })?)
+        };
+        let reingested = self.store.reingest_inbound(source.clone(), position.clone()).await?;
+        if position.is_some() && reingested == 0 {
+            return Err(
+                Error::not_found(format!("inbound/{}/{}", source.unwrap_or_default(), req.position.trim())).into()
+            );
+        }
+        tracing::info!(source = ?source, reingested, "inbound changes made due again");
+        Ok(Response::new(ReingestInboundChangesResponse { reingested: reingested as i32 }))
+    }
+}
+
 #[tonic::async_trait]
 impl SyncService for SyncApi {
     async fn get_sync_status(&self, request: Request<GetSyncStatusRequest>) -> Result<Response<SyncStatus>, Status> {
-        let who = caller(&request, Scope::ParticipantsRead)?;
-        let mut audit = RequestAudit::begin(&who, "SyncService/GetSyncStatus");
+        let (who, mut audit) =
+            begin(&*self.store, &request, "SyncService/GetSyncStatus", |r| caller(r, Scope::ParticipantsRead)).await?;
         let result = async {
             let id = parse_name(&request.get_ref().name, "name")?;
             audit.about(&id);
@@ -143,102 +243,75 @@ impl SyncService for SyncApi {
         &self,
         request: Request<ListFailedDeliveriesRequest>,
     ) -> Result<Response<ListFailedDeliveriesResponse>, Status> {
-        administrator(&request)?;
-        let req = request.into_inner();
-        if req.page_size < 0 {
-            return Err(Error::invalid("page_size", "OUT_OF_RANGE", "must not be negative").into());
-        }
-        let limit = if req.page_size == 0 { 50 } else { req.page_size.min(500) } as usize;
-        let after = parse_failed_token(&req.page_token)?;
-        let mut rows = self.store.failed_syncs(after, limit + 1).await?;
-        let next_page_token = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(|s| format!("{}|{}|{}", s.update_time, s.target, s.participant_id)).unwrap_or_default()
-        } else {
-            String::new()
+        let (_, mut audit) = begin(&*self.store, &request, "SyncService/ListFailedDeliveries", administrator).await?;
+        let result = match require_purpose(request.metadata()).map(Some) {
+            Ok(purpose) => {
+                audit.purpose(purpose);
+                self.list_failed_deliveries_unaudited(request).await
+            }
+            Err(e) => Err(e.into()),
         };
-        let deliveries = rows
-            .into_iter()
-            .map(|s| FailedDelivery {
-                name: resource_name(&s.participant_id),
-                target: s.target,
-                desired_version: s.desired_version,
-                delivered_version: s.delivered_version,
-                reason: s.last_error.unwrap_or_default(),
-                attempts: s.attempts as i32,
-            })
-            .collect();
-        Ok(Response::new(ListFailedDeliveriesResponse { deliveries, next_page_token }))
+        if let Ok(r) = &result {
+            let shown: Vec<String> = r.get_ref().deliveries.iter().map(|d| d.name.clone()).collect();
+            for name in shown.iter().filter(|n| !n.is_empty()) {
+                audit.about(name.trim_start_matches("participants/"));
+            }
+        }
+        audit.finish_status(&*self.store, result).await
     }
 
     async fn retry_deliveries(
         &self,
         request: Request<RetryDeliveriesRequest>,
     ) -> Result<Response<RetryDeliveriesResponse>, Status> {
-        administrator(&request)?;
-        let name = &request.get_ref().name;
-        let id = if name.is_empty() { None } else { Some(parse_name(name, "name")?) };
-        let retried = self.store.retry_failed_syncs(id.clone()).await?;
-        tracing::info!(participant = ?id, retried, "failed deliveries made due again");
-        Ok(Response::new(RetryDeliveriesResponse { retried: retried as i32 }))
+        let (_, mut audit) = begin(&*self.store, &request, "SyncService/RetryDeliveries", administrator).await?;
+        if let Ok(id) = parse_name(&request.get_ref().name, "name") {
+            audit.about(&id);
+        }
+        let result = match parse_purpose(request.metadata()) {
+            Ok(purpose) => {
+                audit.purpose(purpose);
+                self.retry_deliveries_unaudited(request).await
+            }
+            Err(e) => Err(e.into()),
+        };
+        audit.finish_status(&*self.store, result).await
     }
 
     async fn list_inbound_changes(
         &self,
         request: Request<ListInboundChangesRequest>,
     ) -> Result<Response<ListInboundChangesResponse>, Status> {
-        administrator(&request)?;
-        let req = request.into_inner();
-        let source = parse_source(&req.source, false)?;
-        let status = match InboundStatus::try_from(req.status) {
-            Ok(InboundStatus::Unspecified) => None,
-            Ok(s) => Some(status_text(s).to_owned()),
-            Err(_) => return Err(Error::invalid("status", "UNKNOWN_ENUM_VALUE", "is not an InboundStatus").into()),
+        let (_, mut audit) = begin(&*self.store, &request, "SyncService/ListInboundChanges", administrator).await?;
+        let result = match require_purpose(request.metadata()).map(Some) {
+            Ok(purpose) => {
+                audit.purpose(purpose);
+                self.list_inbound_changes_unaudited(request).await
+            }
+            Err(e) => Err(e.into()),
         };
-        if req.page_size < 0 {
-            return Err(Error::invalid("page_size", "OUT_OF_RANGE", "must not be negative").into());
+        if let Ok(r) = &result {
+            let shown: Vec<String> = r.get_ref().changes.iter().map(|c| c.name.clone()).collect();
+            for name in shown.iter().filter(|n| !n.is_empty()) {
+                audit.about(name.trim_start_matches("participants/"));
+            }
         }
-        let limit = if req.page_size == 0 { 50 } else { req.page_size.min(500) } as usize;
-        let after = parse_inbound_token(&req.page_token)?;
-        let filter = InboxFilter { source, status, after, limit: limit + 1 };
-        let mut items = self.store.list_inbound(filter).await?;
-        let next_page_token = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|i| format!("{}/{}", i.source, i.position)).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let changes = items.into_iter().map(inbound_change).collect();
-        Ok(Response::new(ListInboundChangesResponse { changes, next_page_token }))
+        audit.finish_status(&*self.store, result).await
     }
 
     async fn reingest_inbound_changes(
         &self,
         request: Request<ReingestInboundChangesRequest>,
     ) -> Result<Response<ReingestInboundChangesResponse>, Status> {
-        administrator(&request)?;
-        let req = request.into_inner();
-        let position = req.position.trim();
-        let source = parse_source(&req.source, !position.is_empty())?;
-        let position = if position.is_empty() {
-            None
-        } else {
-            Some(position.parse::<u64>().map(crate::inbound::padded).map_err(|_| {
-                Error::invalid(
-                    "position",
-                    "INVALID_FORMAT",
-                    "must be a change's position, as ListInboundChanges gives it",
-                )
-            })?)
+        let (_, mut audit) = begin(&*self.store, &request, "SyncService/ReingestInboundChanges", administrator).await?;
+        let result = match parse_purpose(request.metadata()) {
+            Ok(purpose) => {
+                audit.purpose(purpose);
+                self.reingest_inbound_changes_unaudited(request).await
+            }
+            Err(e) => Err(e.into()),
         };
-        let reingested = self.store.reingest_inbound(source.clone(), position.clone()).await?;
-        if position.is_some() && reingested == 0 {
-            return Err(
-                Error::not_found(format!("inbound/{}/{}", source.unwrap_or_default(), req.position.trim())).into()
-            );
-        }
-        tracing::info!(source = ?source, reingested, "inbound changes made due again");
-        Ok(Response::new(ReingestInboundChangesResponse { reingested: reingested as i32 }))
+        audit.finish_status(&*self.store, result).await
     }
 
     type WatchChangesStream = EventStream;
@@ -247,9 +320,8 @@ impl SyncService for SyncApi {
         &self,
         request: Request<WatchChangesRequest>,
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
-        let who = caller(&request, Scope::ParticipantsRead)?;
         // Opening the stream is audited; so is every page of changes sent.
-        let mut opening = RequestAudit::begin(&who, WATCH);
+        let (who, mut opening) = begin(&*self.store, &request, WATCH, |r| caller(r, Scope::ParticipantsRead)).await?;
         let opened = async {
             let purpose = require_purpose(request.metadata())?;
             opening.purpose(Some(purpose.clone()));

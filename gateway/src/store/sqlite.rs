@@ -682,6 +682,7 @@ pub struct AuditHead {
 pub fn verify_audit_log(
     path: &Path,
     key: &AuditKey,
+    expect_head: Option<(i64, Vec<u8>)>,
     every: i64,
     mut progress: impl FnMut(i64, i64),
 ) -> Result<Result<AuditHead, Break>, Error> {
@@ -709,9 +710,23 @@ pub fn verify_audit_log(
     let mut verifier = Verifier::new(key.clone());
     let mut checked = 0;
     while let Some(row) = rows.next()? {
-        let record = audit_record(row)?;
+        // A value whose type was changed (text for a blob, bytes that are
+        // not text) is an altered entry, not a reason to stop checking.
+        let record = match audit_record(row) {
+            Ok(r) => r,
+            Err(_) => {
+                let sequence = row.get::<_, i64>(0).unwrap_or(verifier.head().0 + 1);
+                return Ok(Err(Break::Altered { sequence }));
+            }
+        };
         if let Err(broken) = verifier.check(&record) {
             return Ok(Err(broken));
+        }
+        if let Some((entry, hash)) = &expect_head
+            && record.sequence == *entry
+            && record.hash != *hash
+        {
+            return Ok(Err(Break::Altered { sequence: *entry }));
         }
         checked += 1;
         if every > 0 && checked % every == 0 {
@@ -719,6 +734,11 @@ pub fn verify_audit_log(
         }
     }
     let (sequence, hash) = verifier.head();
+    if let Some((entry, _)) = expect_head
+        && entry > sequence
+    {
+        return Ok(Err(Break::Truncated { sequence: entry, last: sequence }));
+    }
     Ok(Ok(AuditHead { entries: checked, sequence, hash: hash.to_vec() }))
 }
 
@@ -1207,7 +1227,7 @@ fn settle(
 /// A failed attempt's audit detail: the version and the error, cut short.
 fn attempt_detail(version: i64, error: &str) -> String {
     let error: String = error.chars().take(200).collect();
-    format!("version {version}: {error}")
+    format!("version {version}: {}", crate::audit::mask_digit_runs(&error))
 }
 
 fn sync_rows(c: &Connection, filter: &str, args: impl rusqlite::Params) -> Result<Vec<SyncStatus>, Error> {
@@ -2574,14 +2594,14 @@ mod tests {
         conn.execute_batch("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;").unwrap();
         conn.execute_batch(sql).unwrap();
         drop(conn);
-        verify_audit_log(&copy, &test_key(), 0, |_, _| {}).unwrap()
+        verify_audit_log(&copy, &test_key(), None, 0, |_, _| {}).unwrap()
     }
 
     #[tokio::test]
     async fn verify_names_the_first_entry_edited_deleted_or_moved_in_the_database() {
         let dir = tempfile::tempdir().unwrap();
         let path = audited_store(dir.path(), 6).await;
-        let head = verify_audit_log(&path, &test_key(), 0, |_, _| {}).unwrap().unwrap();
+        let head = verify_audit_log(&path, &test_key(), None, 0, |_, _| {}).unwrap().unwrap();
         assert_eq!((head.entries, head.sequence), (6, 6));
 
         let edited = tampered(&path, "UPDATE audit_log SET purpose = 'reporting' WHERE sequence = 3");
@@ -2604,9 +2624,33 @@ mod tests {
             "DELETE FROM audit_log WHERE sequence = 2; UPDATE audit_log SET sequence = sequence - 1 WHERE sequence > 2;",
         );
         assert_eq!(closed, Err(Break::Altered { sequence: 2 }));
+        // A value of another type (bytes that are not text) is an altered
+        // entry too, not a log that cannot be read.
+        let retyped = tampered(&path, "UPDATE audit_log SET detail = X'FF00' WHERE sequence = 4");
+        assert_eq!(retyped, Err(Break::Altered { sequence: 4 }));
+        // Entries removed from the end leave a chain that verifies; the
+        // head recorded earlier finds them.
+        let copy = path.with_extension("cut");
+        std::fs::copy(&path, &copy).unwrap();
+        let conn = Connection::open(&copy).unwrap();
+        conn.execute_batch("DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log WHERE sequence >= 5;").unwrap();
+        drop(conn);
+        let cut = verify_audit_log(&copy, &test_key(), None, 0, |_, _| {}).unwrap().expect("a shorter chain verifies");
+        assert_eq!(cut.sequence, 4);
+        let expected = Some((head.sequence, head.hash.clone()));
+        assert_eq!(
+            verify_audit_log(&copy, &test_key(), expected.clone(), 0, |_, _| {}).unwrap(),
+            Err(Break::Truncated { sequence: 6, last: 4 })
+        );
+        verify_audit_log(&path, &test_key(), expected, 0, |_, _| {}).unwrap().expect("the full log has its head");
+        let wrong_head = Some((3, vec![0; 32]));
+        assert_eq!(
+            verify_audit_log(&path, &test_key(), wrong_head, 0, |_, _| {}).unwrap(),
+            Err(Break::Altered { sequence: 3 })
+        );
         // With another key, nothing verifies.
         assert_eq!(
-            verify_audit_log(&path, &AuditKey::new([6; 32]), 0, |_, _| {}).unwrap(),
+            verify_audit_log(&path, &AuditKey::new([6; 32]), None, 0, |_, _| {}).unwrap(),
             Err(Break::Altered { sequence: 1 })
         );
     }
@@ -2621,7 +2665,7 @@ mod tests {
             assert!(err.to_string().contains("append-only"), "{err}");
         }
         let mut seen = Vec::new();
-        verify_audit_log(&path, &test_key(), 2, |checked, total| seen.push((checked, total))).unwrap().unwrap();
+        verify_audit_log(&path, &test_key(), None, 2, |checked, total| seen.push((checked, total))).unwrap().unwrap();
         assert_eq!(seen, [(2, 5), (4, 5)]);
     }
 
@@ -2682,6 +2726,6 @@ mod tests {
         let after_first = store.audit_log(AuditQuery { after: 1, limit: 1, ..Default::default() }).await.unwrap();
         assert_eq!(after_first.iter().map(|r| r.sequence).collect::<Vec<_>>(), [2]);
         store.close().await;
-        verify_audit_log(&path, &test_key(), 0, |_, _| {}).unwrap().unwrap();
+        verify_audit_log(&path, &test_key(), None, 0, |_, _| {}).unwrap().unwrap();
     }
 }
