@@ -156,6 +156,13 @@ async fn each_method_leaves_its_entries_refusals_included_and_the_chain_verifies
     drop(stream);
     expected.push(("SyncService/WatchChanges", OSLO, "OK".into()));
 
+    // The allowed calls went through: their entries say OK because they were.
+    for (what, ok) in
+        [("get", get.is_ok()), ("list", list.is_ok()), ("lookup", lookup.is_ok()), ("update", update.is_ok())]
+    {
+        assert!(ok, "{what} succeeds for Oslo");
+    }
+    assert!(recognition.is_ok() && status.is_ok());
     let expected: Vec<(String, String, String)> =
         expected.into_iter().map(|(m, o, r)| (m.to_owned(), o.to_owned(), r)).collect();
     let entries = until(

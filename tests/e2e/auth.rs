@@ -254,6 +254,62 @@ async fn a_kommune_sees_and_changes_only_its_own_participants() {
         .get_sync_status(GetSyncStatusRequest { name: a.name.clone() })
         .await;
     expect_error(status, Code::NotFound, "NOT_FOUND");
+    // Every other write, with valid input, finds nothing of Oslo's either.
+    let n = || a.name.clone();
+    let writes = [
+        (
+            "EndProgramme",
+            bergen
+                .end_programme(EndProgrammeRequest {
+                    name: n(),
+                    end_date: date(2026, 6, 1),
+                    end_reason: 1,
+                    main_activity: 1,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "EndMeasure",
+            bergen
+                .end_measure(EndMeasureRequest {
+                    name: n(),
+                    measure_id: "m-0123456789abcdef".into(),
+                    status: hurtigspor_proto::v1::MeasureStatus::Completed as i32,
+                    end_date: date(2026, 6, 1),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+        ),
+        ("OpenRecognitionCase", bergen.open_recognition_case(nursing_case(&a.name)).await.map(|_| ())),
+        (
+            "RecordCompetenceMapping",
+            bergen
+                .record_competence_mapping(RecordCompetenceMappingRequest {
+                    name: n(),
+                    competence: Some(hurtigspor_proto::v1::CompetenceMapping {
+                        mapped_date: date(2026, 2, 1),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "UpdateIndividualPlan",
+            bergen
+                .update_individual_plan(UpdateIndividualPlanRequest { name: n(), ..Default::default() })
+                .await
+                .map(|_| ()),
+        ),
+    ];
+    for (method, result) in writes {
+        let status = result.expect_err(method);
+        assert_eq!(status.code(), Code::NotFound, "{method}: {status:?}");
+    }
     assert_eq!(app.get(&a.name).await, a, "Bergen changed nothing of Oslo's");
 
     // A kommune registers in its own kommune only, and learns of a person
