@@ -1485,10 +1485,10 @@ impl Store for SqliteStore {
                  ORDER BY participant_id, version LIMIT ?3",
             )?;
             let (after_id, after_version) = after.unwrap_or((String::new(), i64::MIN));
-            let rows = stmt.query_map(
-                params![after_id, after_version, i64::try_from(limit).unwrap_or(i64::MAX)],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, Vec<u8>>(6)?)),
-            )?;
+            let rows = stmt
+                .query_map(params![after_id, after_version, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, Vec<u8>>(6)?))
+                })?;
             let mut out = Vec::new();
             for row in rows {
                 let (sequence, participant_id, version, kind, origin, actor, snapshot) = row?;
@@ -2769,7 +2769,13 @@ mod tests {
         store.create(new_participant("b", 1)).await.unwrap();
         store.create(new_participant("a", 2)).await.unwrap();
         for id in ["b", "a", "b"] {
-            store.mutate(mutation(id, |p| Ok(p.given_name.push('x')))).await.unwrap();
+            store
+                .mutate(mutation(id, |p| {
+                    p.given_name.push('x');
+                    Ok(())
+                }))
+                .await
+                .unwrap();
         }
         let mut seen = Vec::new();
         let mut after = None;
