@@ -450,6 +450,13 @@ pub fn csv(r: &HurtigsporReport) -> String {
     format!("{}\n{}\n", header.join(","), row.join(","))
 }
 
+/// The report as a table for people: one figure a line.
+pub fn table(r: &HurtigsporReport) -> String {
+    let cols = columns(r);
+    let width = cols.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    cols.iter().map(|(k, v)| format!("{k:<width$}  {v:>10}\n")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -777,6 +784,9 @@ mod tests {
         assert!(lines[1].starts_with("0301,2026,4,5,0.8000,3,147.00,"), "{}", lines[1]);
         assert_eq!(lines[0].split(',').count(), lines[1].split(',').count());
         assert!(csv(&report(None, 2026)).lines().nth(1).unwrap().starts_with("all,2026,5,6,"));
+        let table = table(&report(Some("0301"), 2026));
+        assert_eq!(table.lines().count(), lines[0].split(',').count());
+        assert!(table.lines().any(|l| l.starts_with("participants_in_hurtigspor ") && l.ends_with(" 4")), "{table}");
     }
 
     /// The change log of the hand-made histories, as the store pages it
