@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "hurtigspor/v1/participant_service.proto",
     "hurtigspor/v1/sync_service.proto",
     "hurtigspor/v1/audit_service.proto",
+    "hurtigspor/v1/reporting_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -14,8 +14,9 @@ use clap::{Args, Parser, Subcommand};
 use hurtigspor_proto::{
     google::r#type::Date,
     v1::{
-        CreateParticipantRequest, GetParticipantRequest, HurtigsporStatus, ListParticipantsRequest,
-        LookupParticipantRequest, Participant, Programme, participant_service_client::ParticipantServiceClient,
+        CreateParticipantRequest, GetHurtigsporReportRequest, GetParticipantRequest, HurtigsporStatus,
+        ListParticipantsRequest, LookupParticipantRequest, Participant, Programme,
+        participant_service_client::ParticipantServiceClient, reporting_service_client::ReportingServiceClient,
     },
 };
 use std::path::Path;
@@ -94,6 +95,33 @@ pub enum Command {
         tls: ClientTls,
         #[command(subcommand)]
         command: ParticipantsCommand,
+    },
+    /// Ask a running gateway for the hurtigspor report of a kommune (or the
+    /// country) and a year: figures only, no person named.
+    Report {
+        /// The gateway's address.
+        #[arg(long, default_value = "http://127.0.0.1:50051", env = "HURTIGSPOR_SERVER")]
+        server: String,
+        /// A bearer token with the `hurtigspor:reports.read` scope. Without
+        /// one, the `admin` token of a dev gateway in the default data
+        /// directory (.hurtigspor-dev/dev-tokens.json).
+        #[arg(long, env = "HURTIGSPOR_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Why you ask, written to the audit log, e.g. `statistics`. Required.
+        #[arg(long, env = "HURTIGSPOR_PURPOSE")]
+        purpose: Option<String>,
+        #[command(flatten)]
+        tls: ClientTls,
+        /// Four-digit kommunenummer, e.g. 0301; without it, the whole country
+        /// (NAV and administrators only).
+        #[arg(long)]
+        kommune: Option<String>,
+        /// The calendar year.
+        #[arg(long)]
+        year: i32,
+        /// CSV on stdout: a header row and one row of figures.
+        #[arg(long)]
+        csv: bool,
     },
     /// Work with the audit log.
     Audit {
@@ -288,6 +316,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => dev_token(Path::new(".hurtigspor-dev"), "admin")?,
             };
             participants(&server, tls, &token, purpose.as_deref(), command).await
+        }
+        Command::Report { server, token, purpose, tls, kommune, year, csv } => {
+            let token = match token {
+                Some(t) => t,
+                None => dev_token(Path::new(".hurtigspor-dev"), "admin")?,
+            };
+            report(&server, tls, &token, purpose.as_deref(), kommune.unwrap_or_default(), year, csv).await
         }
         Command::Audit { command: AuditCommand::Verify { config, data_dir, expect_head } } => {
             // Without a config, a data directory of a dev gateway: its keys
@@ -658,6 +693,36 @@ fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow::Result<()
             std::process::exit(2);
         }
     }
+}
+
+async fn report(
+    server: &str,
+    tls: ClientTls,
+    token: &str,
+    purpose: Option<&str>,
+    kommunenummer: String,
+    year: i32,
+    csv: bool,
+) -> anyhow::Result<()> {
+    let Some(purpose) = purpose else {
+        bail!(
+            "a report is read for a reason written to the audit log: pass --purpose <code>, e.g. --purpose statistics"
+        );
+    };
+    let channel = tls.connect(server).await?;
+    let interceptor = BearerToken::new(token)?.with_purpose(purpose)?;
+    let mut client = ReportingServiceClient::with_interceptor(channel, interceptor);
+    let report = client
+        .get_hurtigspor_report(GetHurtigsporReportRequest { kommunenummer, year })
+        .await
+        .map_err(|s| describe(&s))?
+        .into_inner();
+    if csv {
+        print!("{}", crate::report::csv(&report));
+    } else {
+        print!("{}", crate::report::table(&report));
+    }
+    Ok(())
 }
 
 async fn participants(

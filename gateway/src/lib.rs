@@ -13,6 +13,7 @@ pub mod http;
 pub mod inbound;
 pub mod jwks;
 pub mod keys;
+pub mod report;
 pub mod startup;
 pub mod store;
 pub mod sync;

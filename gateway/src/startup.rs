@@ -4,6 +4,7 @@ use crate::{
     api::{
         audit::AuditApi,
         participants::{Clock, ParticipantApi},
+        reporting::ReportingApi,
     },
     auth::{Authenticate, Authenticator, ClientCertificates},
     config::{Config, Mode},
@@ -34,7 +35,7 @@ use hurtigspor_mocks::{
 };
 use hurtigspor_proto::v1::{
     audit_service_server::AuditServiceServer, participant_service_server::ParticipantServiceServer,
-    sync_service_server::SyncServiceServer,
+    reporting_service_server::ReportingServiceServer, sync_service_server::SyncServiceServer,
 };
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
@@ -50,6 +51,7 @@ pub struct Gateway {
     store: Arc<SqliteStore>,
     api: ParticipantApi,
     audit_api: AuditApi,
+    reporting_api: ReportingApi,
     config: Config,
     dispatcher: Arc<Dispatcher>,
     feeds: Feeds,
@@ -220,6 +222,7 @@ impl Gateway {
             clock.clone(),
         );
         let audit_api = AuditApi::new(store.clone() as Arc<dyn Store>, keys.clone(), config.limits.clone());
+        let reporting_api = ReportingApi::new(store.clone() as Arc<dyn Store>, clock.clone());
         let feeds = Feeds {
             arena: arena.map(|arena| {
                 Arc::new(ArenaFeed { arena, store: store.clone() as Arc<dyn Store>, keys, id_mode, clock })
@@ -254,6 +257,7 @@ impl Gateway {
             store,
             api,
             audit_api,
+            reporting_api,
             config,
             dispatcher,
             feeds,
@@ -324,6 +328,10 @@ impl Gateway {
         let reflection = InterceptedService::new(reflection, authenticate.clone());
         let audit = InterceptedService::new(
             AuditServiceServer::new(self.audit_api).max_decoding_message_size(limits.max_message_bytes),
+            authenticate.clone(),
+        );
+        let reporting = InterceptedService::new(
+            ReportingServiceServer::new(self.reporting_api).max_decoding_message_size(limits.max_message_bytes),
             authenticate.clone(),
         );
         health_reporter.set_serving::<SyncServiceServer<crate::api::sync::SyncApi>>().await;
@@ -397,6 +405,7 @@ impl Gateway {
             .add_service(participants)
             .add_service(sync)
             .add_service(audit)
+            .add_service(reporting)
             // Without TCP_NODELAY every small response waits for the peer's
             // delayed ACK (about 40 ms on Linux).
             .serve_with_incoming_shutdown(

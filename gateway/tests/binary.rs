@@ -406,6 +406,40 @@ async fn the_client_subcommands_work_against_a_dev_gateway() {
     .unwrap();
     assert!(!refused.status.success());
     assert!(text(&refused.stderr).contains("Unauthenticated"), "{}", text(&refused.stderr));
+    // The report: CSV with a header row, a readable table, the kommune's own only.
+    let (csv, table, other, no_purpose_report) = tokio::task::spawn_blocking({
+        let (addr, token) = (addr.clone(), token.clone());
+        move || {
+            let report = |extra: &[&str]| {
+                let mut args = vec!["report", "--server", &addr, "--year", "2026"];
+                args.extend_from_slice(extra);
+                hurtigspor_as(Some(&token), &args, "")
+            };
+            (
+                report(&["--purpose", "statistics", "--kommune", "4601", "--csv"]),
+                report(&["--purpose", "statistics", "--kommune", "4601"]),
+                report(&["--purpose", "statistics", "--kommune", "0301", "--csv"]),
+                report(&["--kommune", "4601", "--csv"]),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(csv.status.success(), "{}", text(&csv.stderr));
+    let rows: Vec<String> = text(&csv.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[0].starts_with("kommunenummer,year,participants_in_hurtigspor,programme_participants,"));
+    assert!(rows[1].starts_with("4601,2026,0,1,"), "{}", rows[1]);
+    assert!(!text(&csv.stdout).contains(&national_id));
+    assert!(
+        table.status.success() && text(&table.stdout).contains("programme_participants"),
+        "{}",
+        text(&table.stdout)
+    );
+    assert!(!other.status.success());
+    assert!(text(&other.stderr).contains("PermissionDenied"), "{}", text(&other.stderr));
+    assert!(!no_purpose_report.status.success());
+    assert!(text(&no_purpose_report.stderr).contains("--purpose"), "{}", text(&no_purpose_report.stderr));
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -482,6 +516,9 @@ async fn the_client_subcommands_work_against_a_dev_gateway() {
             "ParticipantService/ListParticipants OK",
             "ParticipantService/LookupParticipant OK",
             "ParticipantService/CreateParticipant INVALID_ARGUMENT",
+            "ReportingService/GetHurtigsporReport OK",
+            "ReportingService/GetHurtigsporReport OK",
+            "ReportingService/GetHurtigsporReport PERMISSION_DENIED",
         ]
     );
     // Someone with access to the database changes who read the person.

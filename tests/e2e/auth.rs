@@ -4,12 +4,13 @@
 use crate::helpers::*;
 use hurtigspor_gateway::auth::{BearerToken, Claims, OrgClaim, dev};
 use hurtigspor_proto::v1::{
-    CreateParticipantRequest, EndMeasureRequest, EndProgrammeRequest, GetParticipantRequest, GetSyncStatusRequest,
-    ListAuditEntriesRequest, ListFailedDeliveriesRequest, ListInboundChangesRequest, ListParticipantsRequest,
-    LookupParticipantRequest, OpenRecognitionCaseRequest, RecordCompetenceMappingRequest, RecordMeasureRequest,
-    ReingestInboundChangesRequest, RetryDeliveriesRequest, TransitionHurtigsporRequest, UpdateIndividualPlanRequest,
-    UpdateParticipantRequest, WatchChangesRequest, audit_service_client::AuditServiceClient,
-    participant_service_client::ParticipantServiceClient, sync_service_client::SyncServiceClient,
+    CreateParticipantRequest, EndMeasureRequest, EndProgrammeRequest, GetHurtigsporReportRequest,
+    GetParticipantRequest, GetSyncStatusRequest, ListAuditEntriesRequest, ListFailedDeliveriesRequest,
+    ListInboundChangesRequest, ListParticipantsRequest, LookupParticipantRequest, OpenRecognitionCaseRequest,
+    RecordCompetenceMappingRequest, RecordMeasureRequest, ReingestInboundChangesRequest, RetryDeliveriesRequest,
+    TransitionHurtigsporRequest, UpdateIndividualPlanRequest, UpdateParticipantRequest, WatchChangesRequest,
+    audit_service_client::AuditServiceClient, participant_service_client::ParticipantServiceClient,
+    reporting_service_client::ReportingServiceClient, sync_service_client::SyncServiceClient,
 };
 use std::path::Path;
 use tonic::{Code, Status};
@@ -49,7 +50,8 @@ async fn call_every_method(app: &TestApp, token: Option<&str>, name: &str) -> Ve
     };
     let mut p = ParticipantServiceClient::new(ch.clone());
     let mut s = SyncServiceClient::new(ch.clone());
-    let mut a = AuditServiceClient::new(ch);
+    let mut a = AuditServiceClient::new(ch.clone());
+    let mut r = ReportingServiceClient::new(ch);
     let n = || name.to_owned();
     fn unit<T>(r: Result<tonic::Response<T>, Status>) -> Result<(), Status> {
         r.map(|_| ())
@@ -86,6 +88,12 @@ async fn call_every_method(app: &TestApp, token: Option<&str>, name: &str) -> Ve
         ("ListInboundChanges", unit(s.list_inbound_changes(ListInboundChangesRequest::default()).await)),
         ("ReingestInboundChanges", unit(s.reingest_inbound_changes(ReingestInboundChangesRequest::default()).await)),
         ("ListAuditEntries", unit(a.list_audit_entries(ListAuditEntriesRequest::default()).await)),
+        (
+            "GetHurtigsporReport",
+            unit(
+                r.get_hurtigspor_report(GetHurtigsporReportRequest { kommunenummer: "0301".into(), year: 2026 }).await,
+            ),
+        ),
     ]
 }
 
@@ -176,6 +184,12 @@ async fn scopes_decide_what_a_valid_token_may_do() {
     for (method, result) in results {
         let denied = matches!(&result, Err(s) if s.code() == Code::PermissionDenied);
         assert_eq!(denied, !reads.contains(&method), "{method}: {result:?}");
+    }
+    // The reports scope gives the report and nothing else.
+    let reports_only = signed(dir, &claims(ADMIN, &["hurtigspor:reports.read"]));
+    for (method, result) in call_every_method(&app, Some(&reports_only), &p.name).await {
+        let denied = matches!(&result, Err(s) if s.code() == Code::PermissionDenied);
+        assert_eq!(denied, method != "GetHurtigsporReport", "{method}: {result:?}");
     }
     // Health needs no token at all.
     let mut health = tonic_health::pb::health_client::HealthClient::new(

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod pagination;
 pub mod participants;
+pub mod reporting;
 pub mod sync;
 
 use crate::{audit::AuditEntry, auth::Caller, error::Error, store::Store};

@@ -275,6 +275,12 @@ pub trait Store: Send + Sync + 'static {
     /// Change log entries after `after`, oldest first.
     async fn changes(&self, after: i64, limit: usize) -> Result<Vec<ChangeRecord>, Error>;
 
+    /// Change log entries ordered by participant id, then version, after
+    /// `after` (the participant id and version of the last entry of the
+    /// previous page). Every version of one participant comes together, so
+    /// a reader can fold one participant's history at a time (reporting).
+    async fn histories(&self, after: Option<(String, i64)>, limit: usize) -> Result<Vec<ChangeRecord>, Error>;
+
     /// Leases up to `limit` due sync tasks for `lease`; a task leased and not
     /// finished in time becomes due again.
     async fn claim_sync(&self, limit: usize, lease: std::time::Duration) -> Result<Vec<SyncTask>, Error>;

@@ -1476,6 +1476,37 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn histories(&self, after: Option<(String, i64)>, limit: usize) -> Result<Vec<ChangeRecord>, Error> {
+        self.read(move |c| {
+            // The UNIQUE (participant_id, version) index serves this order.
+            let mut stmt = c.prepare_cached(
+                "SELECT sequence, participant_id, version, kind, origin, actor, snapshot FROM change_log
+                 WHERE participant_id > ?1 OR (participant_id = ?1 AND version > ?2)
+                 ORDER BY participant_id, version LIMIT ?3",
+            )?;
+            let (after_id, after_version) = after.unwrap_or((String::new(), i64::MIN));
+            let rows = stmt
+                .query_map(params![after_id, after_version, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, Vec<u8>>(6)?))
+                })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (sequence, participant_id, version, kind, origin, actor, snapshot) = row?;
+                out.push(ChangeRecord {
+                    sequence,
+                    participant_id,
+                    version,
+                    kind,
+                    origin,
+                    actor,
+                    snapshot: decode(&snapshot)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn claim_sync(&self, limit: usize, lease: std::time::Duration) -> Result<Vec<SyncTask>, Error> {
         self.bookkeeping_write(move |c| {
             let now = Utc::now();
@@ -2727,5 +2758,39 @@ mod tests {
         assert_eq!(after_first.iter().map(|r| r.sequence).collect::<Vec<_>>(), [2]);
         store.close().await;
         verify_audit_log(&path, &test_key(), None, 0, |_, _| {}).unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn histories_come_per_participant_in_version_order_across_pages() {
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = SqliteStore::open(&dir.path().join("h.db"), test_key()).unwrap();
+        // Interleaved writes: the change log holds b1 a1 b2 a2 b3.
+        store.create(new_participant("b", 1)).await.unwrap();
+        store.create(new_participant("a", 2)).await.unwrap();
+        for id in ["b", "a", "b"] {
+            store
+                .mutate(mutation(id, |p| {
+                    p.given_name.push('x');
+                    Ok(())
+                }))
+                .await
+                .unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.histories(after.clone(), 2).await.unwrap();
+            assert!(page.len() <= 2);
+            let Some(last) = page.last() else { break };
+            after = Some((last.participant_id.clone(), last.version));
+            for r in &page {
+                assert!(r.snapshot.national_id.is_empty(), "snapshots hold no national id");
+                seen.push((r.participant_id.clone(), r.version));
+            }
+        }
+        let expected = [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("b", 3)];
+        assert_eq!(seen, expected.map(|(p, v)| (p.to_owned(), v)));
+        store.close().await;
     }
 }

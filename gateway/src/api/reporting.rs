@@ -1,0 +1,192 @@
+//! `hurtigspor.v1.ReportingService`: the hurtigspor reporting form, derived
+//! from the change log (see [`crate::report`]).
+//!
+//! Who sees what: the `hurtigspor:reports.read` scope; a kommune its own
+//! kommuner only (another kommune, or the whole country, is
+//! PERMISSION_DENIED: a report holds figures, not people, so there is no
+//! existence to hide as NOT_FOUND does for a participant); NAV and
+//! administrators any kommune and the country. Every call is audited with
+//! its purpose.
+
+use super::{begin, participants::Clock};
+use crate::{
+    audit::require_purpose,
+    auth::{Caller, Role, Scope, caller},
+    domain::{dates::oslo_date, kommune::Kommunenummer},
+    error::{Error, Violations},
+    report,
+    store::Store,
+};
+use hurtigspor_proto::v1::{GetHurtigsporReportRequest, HurtigsporReport, reporting_service_server::ReportingService};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The years a report may be asked for.
+pub const YEARS: std::ops::RangeInclusive<i32> = 2000..=2100;
+
+pub struct ReportingApi {
+    store: Arc<dyn Store>,
+    clock: Clock,
+}
+
+impl ReportingApi {
+    pub fn new(store: Arc<dyn Store>, clock: Clock) -> Self {
+        Self { store, clock }
+    }
+}
+
+/// The kommune asked for (`None`: the country) and the year, or every bad
+/// field at once.
+fn parse(req: &GetHurtigsporReportRequest) -> Result<(Option<String>, i32), Error> {
+    let mut v = Violations::new();
+    let kommune = match req.kommunenummer.trim() {
+        "" => None,
+        k => match Kommunenummer::parse(k) {
+            Ok(k) => Some(k.as_str().to_owned()),
+            Err(e) => {
+                v.add("kommunenummer", "INVALID_KOMMUNENUMMER", format!("{e}; leave it empty for the whole country"));
+                None
+            }
+        },
+    };
+    if req.year == 0 {
+        v.add("year", "REQUIRED", "is required: the calendar year of the report, e.g. 2026");
+    } else if !YEARS.contains(&req.year) {
+        v.add("year", "OUT_OF_RANGE", format!("must be a calendar year from {} to {}", YEARS.start(), YEARS.end()));
+    }
+    v.check()?;
+    Ok((kommune, req.year))
+}
+
+/// Whether `who` may see the figures of `kommune` (`None`: the country).
+fn allowed(who: &Caller, kommune: Option<&str>) -> Result<(), Error> {
+    match kommune {
+        Some(k) if who.sees(k) => Ok(()),
+        Some(_) => Err(Error::PermissionDenied {
+            reason: "KOMMUNE_NOT_ALLOWED",
+            message: "a kommune may see the report of its own kommuner only; ask for one of those".into(),
+        }),
+        None if who.role == Role::Kommune => Err(Error::PermissionDenied {
+            reason: "NATIONAL_REPORT_NOT_ALLOWED",
+            message: "the national figures are for NAV and the gateway's administrators; give your kommunenummer"
+                .into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+#[tonic::async_trait]
+impl ReportingService for ReportingApi {
+    async fn get_hurtigspor_report(
+        &self,
+        request: Request<GetHurtigsporReportRequest>,
+    ) -> Result<Response<HurtigsporReport>, Status> {
+        let (who, mut audit) =
+            begin(&*self.store, &request, "ReportingService/GetHurtigsporReport", |r| caller(r, Scope::ReportsRead))
+                .await?;
+        let result = async {
+            audit.purpose(Some(require_purpose(request.metadata())?));
+            let (kommune, year) = parse(request.get_ref())?;
+            allowed(&who, kommune.as_deref())?;
+            let as_of = oslo_date(self.clock.now());
+            report::compute(&*self.store, kommune.as_deref(), year, as_of, report::PAGE)
+                .await?
+                .ok_or_else(|| Error::invalid("year", "OUT_OF_RANGE", "is not a calendar year"))
+        }
+        .await;
+        Ok(Response::new(audit.finish(&*self.store, result).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MockStore;
+
+    fn who(role: Role, kommuner: &[&str]) -> Caller {
+        Caller {
+            organisation: "900000014".into(),
+            vendor: None,
+            role,
+            kommuner: kommuner.iter().map(|k| (*k).to_owned()).collect(),
+            scopes: vec![Scope::ReportsRead.as_str().into()],
+        }
+    }
+
+    fn request(kommunenummer: &str, year: i32, purpose: bool) -> Request<GetHurtigsporReportRequest> {
+        let mut r = Request::new(GetHurtigsporReportRequest { kommunenummer: kommunenummer.into(), year });
+        if purpose {
+            r.metadata_mut().insert(crate::audit::PURPOSE_HEADER, "statistics".parse().unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let Err(Error::InvalidArgument(v)) = parse(&GetHurtigsporReportRequest { kommunenummer: "03".into(), year: 0 })
+        else {
+            panic!("must be refused")
+        };
+        let fields: Vec<_> = v.iter().map(|v| (v.field.as_str(), v.reason)).collect();
+        assert_eq!(fields, [("kommunenummer", "INVALID_KOMMUNENUMMER"), ("year", "REQUIRED")]);
+        let err = parse(&GetHurtigsporReportRequest { kommunenummer: "9999".into(), year: 1999 }).unwrap_err();
+        let Error::InvalidArgument(v) = err else { panic!() };
+        assert_eq!(v.iter().map(|v| v.reason).collect::<Vec<_>>(), ["INVALID_KOMMUNENUMMER", "OUT_OF_RANGE"]);
+        assert_eq!(
+            parse(&GetHurtigsporReportRequest { kommunenummer: " 0301 ".into(), year: 2026 }).unwrap(),
+            (Some("0301".into()), 2026)
+        );
+        assert_eq!(parse(&GetHurtigsporReportRequest { kommunenummer: "".into(), year: 2100 }).unwrap(), (None, 2100));
+    }
+
+    #[test]
+    fn a_kommune_sees_its_own_figures_only() {
+        let oslo = who(Role::Kommune, &["0301"]);
+        assert!(allowed(&oslo, Some("0301")).is_ok());
+        assert_eq!(allowed(&oslo, Some("4601")).unwrap_err().reason(), "KOMMUNE_NOT_ALLOWED");
+        assert_eq!(allowed(&oslo, None).unwrap_err().reason(), "NATIONAL_REPORT_NOT_ALLOWED");
+        for role in [Role::Nav, Role::Admin] {
+            assert!(allowed(&who(role, &[]), Some("4601")).is_ok());
+            assert!(allowed(&who(role, &[]), None).is_ok());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_is_audited_with_its_purpose_and_refused_without_one() {
+        let mut store = MockStore::new();
+        store.expect_histories().returning(|_, _| Ok(Vec::new()));
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let w = written.clone();
+        store.expect_audit().returning(move |entries| {
+            w.lock().unwrap().extend(entries);
+            Ok(())
+        });
+        let api = ReportingApi::new(Arc::new(store), Clock::fixed("2026-11-23T12:00:00Z".parse().unwrap()));
+        let mut ok = request("0301", 2026, true);
+        ok.extensions_mut().insert(who(Role::Kommune, &["0301"]));
+        let r = api.get_hurtigspor_report(ok).await.unwrap().into_inner();
+        assert_eq!((r.kommunenummer.as_str(), r.year, r.participants_in_hurtigspor), ("0301", 2026, 0));
+
+        let mut no_purpose = request("0301", 2026, false);
+        no_purpose.extensions_mut().insert(who(Role::Kommune, &["0301"]));
+        let status = api.get_hurtigspor_report(no_purpose).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+
+        let mut other = request("4601", 2026, true);
+        other.extensions_mut().insert(who(Role::Kommune, &["0301"]));
+        assert_eq!(api.get_hurtigspor_report(other).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+
+        let entries = written.lock().unwrap();
+        let seen: Vec<_> =
+            entries.iter().map(|e| (e.method.as_str(), e.outcome.as_str(), e.purpose.as_deref())).collect();
+        assert_eq!(
+            seen,
+            [
+                ("ReportingService/GetHurtigsporReport", "OK", Some("statistics")),
+                ("ReportingService/GetHurtigsporReport", "INVALID_ARGUMENT", None),
+                ("ReportingService/GetHurtigsporReport", "PERMISSION_DENIED", Some("statistics")),
+            ]
+        );
+        assert!(entries.iter().all(|e| e.participant_id.is_none()), "a report names no participant");
+    }
+}
