@@ -77,7 +77,8 @@ fn registered(n: usize) -> Participant {
         }),
         measures: vec![Measure {
             id: format!("m-{n:016x}"),
-            kind: if n % 2 == 0 { MeasureKind::TemporaryWageSubsidy } else { MeasureKind::WorkTraining } as i32,
+            kind: if n.is_multiple_of(2) { MeasureKind::TemporaryWageSubsidy } else { MeasureKind::WorkTraining }
+                as i32,
             employer_orgnr: format!("9100000{:02}", n % 50),
             start_date: date(2026, m, d),
             status: MeasureStatus::Active as i32,
@@ -93,10 +94,10 @@ async fn load_everything(store: &dyn Store, as_of: NaiveDate) -> HurtigsporRepor
     let mut tally = Tally::new(None, 2026, as_of).unwrap();
     let mut fold: Option<Fold> = None;
     for r in all {
-        if fold.as_ref().is_none_or(|f| f.id() != r.participant_id) {
-            if let Some(done) = fold.replace(Fold::new(&r.participant_id)) {
-                tally.add(&done.finish());
-            }
+        if fold.as_ref().is_none_or(|f| f.id() != r.participant_id)
+            && let Some(done) = fold.replace(Fold::new(&r.participant_id))
+        {
+            tally.add(&done.finish());
         }
         fold.as_mut().unwrap().push(r.snapshot);
     }
