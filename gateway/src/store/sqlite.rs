@@ -1256,6 +1256,23 @@ type SealedColumns = (Option<String>, Option<Vec<u8>>);
 
 /// The participant of a row (`id, record, national_id_key,
 /// national_id_sealed`), its national id decrypted.
+/// The columns of a change-log row, as `changes` and `histories` select
+/// them: sequence, participant_id, version, kind, origin, actor, snapshot.
+type ChangeRow = (i64, String, i64, String, String, String, Vec<u8>);
+
+fn change_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChangeRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+}
+
+/// Change-log rows as records, their snapshots decoded.
+fn change_records(rows: impl Iterator<Item = rusqlite::Result<ChangeRow>>) -> Result<Vec<ChangeRecord>, Error> {
+    rows.map(|row| {
+        let (sequence, participant_id, version, kind, origin, actor, snapshot) = row?;
+        Ok(ChangeRecord { sequence, participant_id, version, kind, origin, actor, snapshot: decode(&snapshot)? })
+    })
+    .collect()
+}
+
 fn row_participant(keyring: &Keyring, r: &rusqlite::Row<'_>) -> Result<Participant, Error> {
     let id: String = r.get("id")?;
     let mut p = decode(&r.get::<_, Vec<u8>>("record")?)?;
@@ -1455,23 +1472,8 @@ impl Store for SqliteStore {
                 "SELECT sequence, participant_id, version, kind, origin, actor, snapshot FROM change_log
                  WHERE sequence > ?1 ORDER BY sequence LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![after, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, Vec<u8>>(6)?))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (sequence, participant_id, version, kind, origin, actor, snapshot) = row?;
-                out.push(ChangeRecord {
-                    sequence,
-                    participant_id,
-                    version,
-                    kind,
-                    origin,
-                    actor,
-                    snapshot: decode(&snapshot)?,
-                });
-            }
-            Ok(out)
+            let rows = stmt.query_map(params![after, i64::try_from(limit).unwrap_or(i64::MAX)], change_row)?;
+            change_records(rows)
         })
         .await
     }
@@ -1485,24 +1487,9 @@ impl Store for SqliteStore {
                  ORDER BY participant_id, version LIMIT ?3",
             )?;
             let (after_id, after_version) = after.unwrap_or((String::new(), i64::MIN));
-            let rows = stmt
-                .query_map(params![after_id, after_version, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, Vec<u8>>(6)?))
-                })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (sequence, participant_id, version, kind, origin, actor, snapshot) = row?;
-                out.push(ChangeRecord {
-                    sequence,
-                    participant_id,
-                    version,
-                    kind,
-                    origin,
-                    actor,
-                    snapshot: decode(&snapshot)?,
-                });
-            }
-            Ok(out)
+            let rows =
+                stmt.query_map(params![after_id, after_version, i64::try_from(limit).unwrap_or(i64::MAX)], change_row)?;
+            change_records(rows)
         })
         .await
     }
