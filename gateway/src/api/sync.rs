@@ -108,6 +108,42 @@ const WATCH: &str = "SyncService/WatchChanges";
 type EventStream = Pin<Box<dyn Stream<Item = Result<ChangeEvent, Status>> + Send>>;
 
 impl SyncApi {
+    /// An operator's call under its audit entry: the administrator check,
+    /// the purpose (required when the call shows participants: `reads`),
+    /// the participant it names, and those its answer shows.
+    async fn operated<Q, R, F>(
+        &self,
+        request: Request<Q>,
+        method: &'static str,
+        reads: bool,
+        named: Option<String>,
+        body: impl FnOnce(Request<Q>) -> F,
+        shown: impl FnOnce(&R) -> Vec<String>,
+    ) -> Result<Response<R>, Status>
+    where
+        F: std::future::Future<Output = Result<Response<R>, Status>>,
+    {
+        let (_, mut audit) = begin(&*self.store, &request, method, administrator).await?;
+        if let Some(id) = named.and_then(|n| parse_name(&n, "name").ok()) {
+            audit.about(&id);
+        }
+        let purpose =
+            if reads { require_purpose(request.metadata()).map(Some) } else { parse_purpose(request.metadata()) };
+        let result = match purpose {
+            Ok(purpose) => {
+                audit.purpose(purpose);
+                body(request).await
+            }
+            Err(e) => Err(e.into()),
+        };
+        if let Ok(r) = &result {
+            for name in shown(r.get_ref()).iter().filter(|n| !n.is_empty()) {
+                audit.about(name.trim_start_matches("participants/"));
+            }
+        }
+        audit.finish_status(&*self.store, result).await
+    }
+
     async fn list_failed_deliveries_unaudited(
         &self,
         request: Request<ListFailedDeliveriesRequest>,
@@ -243,75 +279,61 @@ impl SyncService for SyncApi {
         &self,
         request: Request<ListFailedDeliveriesRequest>,
     ) -> Result<Response<ListFailedDeliveriesResponse>, Status> {
-        let (_, mut audit) = begin(&*self.store, &request, "SyncService/ListFailedDeliveries", administrator).await?;
-        let result = match require_purpose(request.metadata()).map(Some) {
-            Ok(purpose) => {
-                audit.purpose(purpose);
-                self.list_failed_deliveries_unaudited(request).await
-            }
-            Err(e) => Err(e.into()),
-        };
-        if let Ok(r) = &result {
-            let shown: Vec<String> = r.get_ref().deliveries.iter().map(|d| d.name.clone()).collect();
-            for name in shown.iter().filter(|n| !n.is_empty()) {
-                audit.about(name.trim_start_matches("participants/"));
-            }
-        }
-        audit.finish_status(&*self.store, result).await
+        self.operated(
+            request,
+            "SyncService/ListFailedDeliveries",
+            true,
+            None,
+            |r| self.list_failed_deliveries_unaudited(r),
+            |r| r.deliveries.iter().map(|d| d.name.clone()).collect(),
+        )
+        .await
     }
 
     async fn retry_deliveries(
         &self,
         request: Request<RetryDeliveriesRequest>,
     ) -> Result<Response<RetryDeliveriesResponse>, Status> {
-        let (_, mut audit) = begin(&*self.store, &request, "SyncService/RetryDeliveries", administrator).await?;
-        if let Ok(id) = parse_name(&request.get_ref().name, "name") {
-            audit.about(&id);
-        }
-        let result = match parse_purpose(request.metadata()) {
-            Ok(purpose) => {
-                audit.purpose(purpose);
-                self.retry_deliveries_unaudited(request).await
-            }
-            Err(e) => Err(e.into()),
-        };
-        audit.finish_status(&*self.store, result).await
+        let named = request.get_ref().name.clone();
+        self.operated(
+            request,
+            "SyncService/RetryDeliveries",
+            false,
+            Some(named),
+            |r| self.retry_deliveries_unaudited(r),
+            |_| Vec::new(),
+        )
+        .await
     }
 
     async fn list_inbound_changes(
         &self,
         request: Request<ListInboundChangesRequest>,
     ) -> Result<Response<ListInboundChangesResponse>, Status> {
-        let (_, mut audit) = begin(&*self.store, &request, "SyncService/ListInboundChanges", administrator).await?;
-        let result = match require_purpose(request.metadata()).map(Some) {
-            Ok(purpose) => {
-                audit.purpose(purpose);
-                self.list_inbound_changes_unaudited(request).await
-            }
-            Err(e) => Err(e.into()),
-        };
-        if let Ok(r) = &result {
-            let shown: Vec<String> = r.get_ref().changes.iter().map(|c| c.name.clone()).collect();
-            for name in shown.iter().filter(|n| !n.is_empty()) {
-                audit.about(name.trim_start_matches("participants/"));
-            }
-        }
-        audit.finish_status(&*self.store, result).await
+        self.operated(
+            request,
+            "SyncService/ListInboundChanges",
+            true,
+            None,
+            |r| self.list_inbound_changes_unaudited(r),
+            |r| r.changes.iter().map(|c| c.name.clone()).collect(),
+        )
+        .await
     }
 
     async fn reingest_inbound_changes(
         &self,
         request: Request<ReingestInboundChangesRequest>,
     ) -> Result<Response<ReingestInboundChangesResponse>, Status> {
-        let (_, mut audit) = begin(&*self.store, &request, "SyncService/ReingestInboundChanges", administrator).await?;
-        let result = match parse_purpose(request.metadata()) {
-            Ok(purpose) => {
-                audit.purpose(purpose);
-                self.reingest_inbound_changes_unaudited(request).await
-            }
-            Err(e) => Err(e.into()),
-        };
-        audit.finish_status(&*self.store, result).await
+        self.operated(
+            request,
+            "SyncService/ReingestInboundChanges",
+            false,
+            None,
+            |r| self.reingest_inbound_changes_unaudited(r),
+            |_| Vec::new(),
+        )
+        .await
     }
 
     type WatchChangesStream = EventStream;
