@@ -664,8 +664,9 @@ fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow::Result<()
     if !path.exists() {
         bail!("no database at {}; pass the gateway's --data-dir (or --config)", path.display());
     }
-    let dev_key = config.data_dir.join("secrets").join("master.key");
-    if config.security.national_id_key.is_none() && !dev_key.exists() {
+    // Loading the keys would generate a new dev key where none is: the
+    // chain would then read as broken from its first entry.
+    if config.security.national_id_key.is_none() && !crate::keys::dev_master_key_path(&config.data_dir).exists() {
         bail!(
             "cannot find the key the audit log is chained with: pass --config with security.national_id_key \
              (or set HURTIGSPOR__SECURITY__NATIONAL_ID_KEY), as the gateway was started with"

@@ -582,23 +582,25 @@ mod tests {
         });
     }
 
+    /// An `[auth]` section as production would have it.
+    fn production_auth() -> AuthConfig {
+        AuthConfig {
+            issuer: "https://maskinporten.no/".into(),
+            audience: None,
+            jwks_file: Some("/etc/hurtigspor/jwks.json".into()),
+            jwks_url: None,
+            jwks_refresh_secs: 300,
+            jwks_min_refresh_secs: 30,
+            leeway_secs: 30,
+            clients: vec![],
+        }
+    }
+
     #[test]
     fn production_requires_auth_and_a_key() {
         let err = Config::default().validate().unwrap_err().to_string();
         assert!(err.contains("[auth]"), "{err}");
-        let mut config = Config {
-            auth: Some(AuthConfig {
-                issuer: "https://maskinporten.no/".into(),
-                audience: None,
-                jwks_file: Some("/etc/hurtigspor/jwks.json".into()),
-                jwks_url: None,
-                jwks_refresh_secs: 300,
-                jwks_min_refresh_secs: 30,
-                leeway_secs: 30,
-                clients: vec![],
-            }),
-            ..Config::default()
-        };
+        let mut config = Config { auth: Some(production_auth()), ..Config::default() };
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("security.national_id_key"), "{err}");
         config.auth.as_mut().unwrap().issuer = crate::auth::dev::ISSUER.into();
@@ -668,19 +670,7 @@ mod tests {
 
     #[test]
     fn production_requires_an_encryption_key_and_a_known_active_one() {
-        let mut config = Config {
-            auth: Some(AuthConfig {
-                issuer: "https://maskinporten.no/".into(),
-                audience: None,
-                jwks_file: Some("/etc/hurtigspor/jwks.json".into()),
-                jwks_url: None,
-                jwks_refresh_secs: 300,
-                jwks_min_refresh_secs: 30,
-                leeway_secs: 30,
-                clients: vec![],
-            }),
-            ..Config::default()
-        };
+        let mut config = Config { auth: Some(production_auth()), ..Config::default() };
         config.security.national_id_key = Some(Secret::new("ab".repeat(32)));
         let err = config.validate().unwrap_err().to_string();
         assert!(

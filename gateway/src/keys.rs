@@ -79,8 +79,15 @@ impl Keys {
     }
 }
 
+const DEV_MASTER_KEY: &str = "master.key";
+
 fn dev_key(data_dir: &Path) -> anyhow::Result<Secret> {
-    dev_secret(data_dir, "master.key")
+    dev_secret(data_dir, DEV_MASTER_KEY)
+}
+
+/// Where dev mode keeps its generated master key.
+pub fn dev_master_key_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("secrets").join(DEV_MASTER_KEY)
 }
 
 /// A random 32-byte key in hex, generated once and kept (readable by its

@@ -312,7 +312,7 @@ async fn spawn_over(dir: TempDir, config: Config, tls: Option<ClientTlsConfig>) 
             SECRETS.lock().unwrap().insert(signature.to_owned());
         }
     }
-    if let Ok(key) = std::fs::read_to_string(dir.path().join("secrets").join("master.key")) {
+    if let Ok(key) = std::fs::read_to_string(hurtigspor_gateway::keys::dev_master_key_path(dir.path())) {
         SECRETS.lock().unwrap().insert(key.trim().to_owned());
     }
     let token = match gateway.dev_tokens() {
