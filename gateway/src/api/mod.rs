@@ -17,22 +17,19 @@ pub async fn begin<T>(
     method: &'static str,
     check: impl FnOnce(&tonic::Request<T>) -> Result<Caller, tonic::Status>,
 ) -> Result<(Caller, RequestAudit), tonic::Status> {
-    let known = request.extensions().get::<Caller>().cloned();
-    match (check(request), known) {
-        (Ok(who), _) => {
+    match check(request) {
+        Ok(who) => {
             let audit = RequestAudit::begin(&who, method);
             Ok((who, audit))
         }
-        (Err(status), Some(known)) => {
-            let mut entry = RequestAudit::begin(&known, method).entry.take().expect("just begun");
-            entry.outcome = crate::audit::code_name(status.code()).into();
-            entry.detail = tonic_types::StatusExt::get_details_error_info(&status).map(|i| i.reason);
-            if let Err(e) = store.audit(vec![entry]).await {
-                tracing::error!(error = %e, method, "the audit log could not be written");
+        // A known caller's refusal is recorded like any other outcome.
+        Err(status) => match request.extensions().get::<Caller>() {
+            Some(known) => {
+                let audit = RequestAudit::begin(known, method);
+                Err(audit.finish_status::<()>(store, Err(status)).await.expect_err("a refusal stays one"))
             }
-            Err(status)
-        }
-        (Err(status), None) => Err(status),
+            None => Err(status),
+        },
     }
 }
 
