@@ -9,12 +9,15 @@
 //! moved to work. Peak memory is the process's peak resident set above what
 //! was resident when each computation started (Linux); the streamed one runs
 //! first, so memory the baseline leaves to the allocator cannot flatter it.
+//! Last, the per-participant listing reads every participant's dates a page
+//! of 500 at a time (each page resumes after the last participant listed,
+//! so the whole listing reads the change log once).
 
 use chrono::NaiveDate;
 use hurtigspor_gateway::{
     audit::AuditKey,
     domain::dates::to_proto,
-    report::{Fold, Tally, compute},
+    report::{Fold, Tally, compute, participants},
     store::{ChangeKind, Mutation, NewParticipant, Origin, Store, sqlite::SqliteStore},
 };
 use hurtigspor_proto::v1::{
@@ -107,6 +110,20 @@ async fn load_everything(store: &dyn Store, as_of: NaiveDate) -> HurtigsporRepor
     tally.finish()
 }
 
+/// Every participant's dates, a page of 500 at a time as the CLI's
+/// `--participants` reads them; how many were listed.
+async fn list_everyone(store: &dyn Store, as_of: NaiveDate) -> usize {
+    let (mut after, mut listed) = (None, 0);
+    loop {
+        let (page, more) = participants(store, None, 2026, as_of, after, 500).await.unwrap().unwrap();
+        listed += page.len();
+        after = page.last().map(|d| d.id.clone());
+        if !more {
+            return listed;
+        }
+    }
+}
+
 fn main() {
     let total: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(10_000);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
@@ -181,6 +198,8 @@ fn main() {
         println!("report for the country, 2026, over {total} participants ({} change-log rows)", 2 * total);
         let (streamed, secs, peak) = measured(compute(&*store, None, 2026, as_of, 500)).await;
         let (baseline, base_secs, base_peak) = measured(load_everything(&*store, as_of)).await;
+        let (listed, list_secs, list_peak) = measured(list_everyone(&*store, as_of)).await;
+        assert_eq!(listed, total, "the listing pages through everyone once");
         let streamed = streamed.unwrap().unwrap();
         assert_eq!(streamed, baseline, "both ways give the same report");
         assert_eq!(streamed.participants_in_hurtigspor as usize, total);
@@ -196,6 +215,14 @@ fn main() {
             mib(peak),
             secs / base_secs,
             peak as f64 / base_peak.max(1) as f64
+        );
+        println!(
+            "  every participant's dates, in {:>3} pages: {:>7.0} ms  peak memory {:>7.2} MiB  {:.2}x  {:.3}x",
+            total.div_ceil(500),
+            list_secs * 1e3,
+            mib(list_peak),
+            list_secs / base_secs,
+            list_peak as f64 / base_peak.max(1) as f64
         );
         store.close().await;
     });

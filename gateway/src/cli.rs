@@ -15,7 +15,7 @@ use hurtigspor_proto::{
     google::r#type::Date,
     v1::{
         CreateParticipantRequest, GetHurtigsporReportRequest, GetParticipantRequest, HurtigsporStatus,
-        ListParticipantsRequest, LookupParticipantRequest, Participant, Programme,
+        ListHurtigsporParticipantsRequest, ListParticipantsRequest, LookupParticipantRequest, Participant, Programme,
         participant_service_client::ParticipantServiceClient, reporting_service_client::ReportingServiceClient,
     },
 };
@@ -74,7 +74,8 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
         /// Create this many synthetic participants at start (every third a
-        /// hurtigspor candidate) and show them reaching every system.
+        /// hurtigspor candidate, every sixth taken through hurtigspor in
+        /// 2026) and show them reaching every system.
         #[arg(long, value_name = "N", default_value_t = 0)]
         seed: u32,
     },
@@ -119,9 +120,16 @@ pub enum Command {
         /// The calendar year.
         #[arg(long)]
         year: i32,
-        /// CSV on stdout: a header row and one row of figures.
+        /// CSV on stdout: a header row and one row of figures (with
+        /// `--participants`, one row per participant).
         #[arg(long)]
         csv: bool,
+        /// The dates of the form per participant (opaque ids, no names or
+        /// national ids) instead of the figures. The token needs the
+        /// `hurtigspor:participants.read` scope too; every participant
+        /// listed is audited.
+        #[arg(long)]
+        participants: bool,
     },
     /// Work with the audit log.
     Audit {
@@ -317,12 +325,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             participants(&server, tls, &token, purpose.as_deref(), command).await
         }
-        Command::Report { server, token, purpose, tls, kommune, year, csv } => {
+        Command::Report { server, token, purpose, tls, kommune, year, csv, participants } => {
             let token = match token {
                 Some(t) => t,
                 None => dev_token(Path::new(".hurtigspor-dev"), "admin")?,
             };
-            report(&server, tls, &token, purpose.as_deref(), kommune.unwrap_or_default(), year, csv).await
+            let asked = Asked { kommunenummer: kommune.unwrap_or_default(), year, csv };
+            report(&server, tls, &token, purpose.as_deref(), asked, participants).await
         }
         Command::Audit { command: AuditCommand::Verify { config, data_dir, expect_head } } => {
             // Without a config, a data directory of a dev gateway: its keys
@@ -466,7 +475,8 @@ async fn serve(config: Config, dev: bool, seed: u32) -> anyhow::Result<()> {
 }
 
 /// Creates `n` synthetic participants through the API, makes every third a
-/// candidate, then follows them until every target holds them.
+/// candidate and takes every sixth through hurtigspor (`seed_journey`),
+/// then follows them until every target holds them.
 async fn seed_participants(server: &str, token: &str, n: u32) -> anyhow::Result<()> {
     use hurtigspor_proto::v1::{
         CompetenceMapping, DecisionMaker, GetSyncStatusRequest, RecordCompetenceMappingRequest, SyncState,
@@ -489,7 +499,8 @@ async fn seed_participants(server: &str, token: &str, n: u32) -> anyhow::Result<
                 national_id,
                 given_name: format!("Seed{i}"),
                 family_name: "Testperson".into(),
-                kommunenummer: kommuner[i as usize % kommuner.len()].into(),
+                // Shifted every sixth, so every kommune gets some of each journey.
+                kommunenummer: kommuner[(i + i / 6) as usize % kommuner.len()].into(),
                 nav_office: "0314".into(),
                 programme: Some(Programme {
                     start_date: Some(Date { year: 2026, month: 1, day: 5 }),
@@ -525,10 +536,14 @@ async fn seed_participants(server: &str, token: &str, n: u32) -> anyhow::Result<
                     name: p.name.clone(),
                     status: HurtigsporStatus::Candidate as i32,
                     decided_by: DecisionMaker::Kommune as i32,
+                    effective_date: Some(Date { year: 2026, month: 2, day: 15 }),
                     ..Default::default()
                 })
                 .await
                 .map_err(|s| describe(&s))?;
+            if i % 6 == 0 {
+                seed_journey(&client, &p.name, i / 6).await?;
+            }
         }
         names.push(p.name);
         created.inc(1);
@@ -550,6 +565,97 @@ async fn seed_participants(server: &str, token: &str, n: u32) -> anyhow::Result<
     }
     delivered.finish();
     println!("  seeded {n} participants; failed deliveries, if any: SyncService/ListFailedDeliveries");
+    Ok(())
+}
+
+/// A confirmed candidate's way through hurtigspor in 2026, so that the
+/// dev gateway's report has something to show: by `k`, work training and
+/// then work of 100 %, a wage subsidy, back to the ordinary programme, or
+/// still in job matching.
+async fn seed_journey(
+    client: &ParticipantServiceClient<
+        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerToken>,
+    >,
+    name: &str,
+    k: u32,
+) -> anyhow::Result<()> {
+    use hurtigspor_proto::v1::{
+        DecisionMaker, Measure, MeasureKind, Outcome, OutcomeKind, RecordMeasureRequest, TransitionHurtigsporRequest,
+        UpdateParticipantRequest,
+    };
+    let day = |month, day| Some(Date { year: 2026, month, day });
+    // Synthetic organisation numbers (mod 11 valid).
+    let employer = ["910000012", "910000020", "910000039", "910000047"][(k / 4) as usize % 4];
+    let steps: &[(HurtigsporStatus, Option<Date>)] = &[
+        (HurtigsporStatus::Confirmed, day(3, 2)),
+        (HurtigsporStatus::Qualifying, day(3, 16)),
+        (HurtigsporStatus::JobMatching, day(6, 1)),
+    ];
+    let to = |status: HurtigsporStatus, effective_date: Option<Date>| {
+        let mut client = client.clone();
+        let name = name.to_owned();
+        async move {
+            client
+                .transition_hurtigspor(TransitionHurtigsporRequest {
+                    name,
+                    status: status as i32,
+                    decided_by: DecisionMaker::Joint as i32,
+                    effective_date,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| describe(&s))
+        }
+    };
+    for (status, date) in steps {
+        to(*status, *date).await?;
+    }
+    let mut writes = client.clone();
+    let measure = |kind: MeasureKind, start: Option<Date>| RecordMeasureRequest {
+        name: name.to_owned(),
+        measure: Some(Measure {
+            kind: kind as i32,
+            employer_orgnr: employer.into(),
+            position_percent: 100,
+            start_date: start,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    match k % 4 {
+        0 => {
+            writes.record_measure(measure(MeasureKind::WorkTraining, day(4, 1))).await.map_err(|s| describe(&s))?;
+            to(HurtigsporStatus::Employed, day(9, 1)).await?;
+            let outcome = Outcome {
+                kind: OutcomeKind::EmploymentFull as i32,
+                date: day(9, 1),
+                employer_orgnr: employer.into(),
+                position_percent: 100,
+            };
+            writes
+                .update_participant(UpdateParticipantRequest {
+                    participant: Some(Participant {
+                        name: name.to_owned(),
+                        outcome: Some(outcome),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask { paths: vec!["outcome".into()] }),
+                })
+                .await
+                .map_err(|s| describe(&s))?;
+        }
+        1 => {
+            writes
+                .record_measure(measure(MeasureKind::TemporaryWageSubsidy, day(7, 1)))
+                .await
+                .map_err(|s| describe(&s))?;
+            to(HurtigsporStatus::EmployedWithSubsidy, day(7, 1)).await?;
+        }
+        2 => {
+            to(HurtigsporStatus::BackToOrdinary, day(8, 15)).await?;
+        }
+        _ => {}
+    }
     Ok(())
 }
 
@@ -696,14 +802,20 @@ fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow::Result<()
     }
 }
 
+/// What `report` asks for, and how it is printed.
+struct Asked {
+    kommunenummer: String,
+    year: i32,
+    csv: bool,
+}
+
 async fn report(
     server: &str,
     tls: ClientTls,
     token: &str,
     purpose: Option<&str>,
-    kommunenummer: String,
-    year: i32,
-    csv: bool,
+    asked: Asked,
+    participants: bool,
 ) -> anyhow::Result<()> {
     let Some(purpose) = purpose else {
         bail!(
@@ -713,6 +825,10 @@ async fn report(
     let channel = tls.connect(server).await?;
     let interceptor = BearerToken::new(token)?.with_purpose(purpose)?;
     let mut client = ReportingServiceClient::with_interceptor(channel, interceptor);
+    let Asked { kommunenummer, year, csv } = asked;
+    if participants {
+        return report_participants(&mut client, kommunenummer, year, csv).await;
+    }
     let report = client
         .get_hurtigspor_report(GetHurtigsporReportRequest { kommunenummer, year })
         .await
@@ -723,6 +839,59 @@ async fn report(
     } else {
         print!("{}", crate::report::table(&report));
     }
+    Ok(())
+}
+
+/// Every page of the per-participant dates, printed as it arrives (CSV, or
+/// aligned columns), with the running count on stderr.
+async fn report_participants(
+    client: &mut ReportingServiceClient<
+        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerToken>,
+    >,
+    kommunenummer: String,
+    year: i32,
+    csv: bool,
+) -> anyhow::Result<()> {
+    use crate::report::{PARTICIPANT_COLUMNS, participant_row};
+    // Ids are 32 characters, kommunenummer 4, dates 10.
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        if csv {
+            cells.collect::<Vec<_>>().join(",")
+        } else {
+            let widths = std::iter::once(32).chain(std::iter::once(13)).chain(std::iter::repeat(10));
+            cells
+                .zip(widths.zip(PARTICIPANT_COLUMNS))
+                .map(|(c, (w, h))| format!("{c:<width$}", width = w.max(h.len())))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
+        }
+    };
+    println!("{}", line(&mut PARTICIPANT_COLUMNS.into_iter()));
+    let (mut token, mut listed) = (String::new(), 0usize);
+    loop {
+        let page = client
+            .list_hurtigspor_participants(ListHurtigsporParticipantsRequest {
+                kommunenummer: kommunenummer.clone(),
+                year,
+                page_size: 500,
+                page_token: token,
+            })
+            .await
+            .map_err(|s| describe(&s))?
+            .into_inner();
+        for p in &page.participants {
+            println!("{}", line(&mut participant_row(p).split(',')));
+        }
+        listed += page.participants.len();
+        eprintln!("{listed} participants so far");
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    eprintln!("{listed} participants in all");
     Ok(())
 }
 

@@ -24,16 +24,19 @@
 //!   version's kommune. A move in 2027 leaves the 2026 figures as they were.
 
 use crate::{
-    domain::dates::{from_proto, oslo_date},
+    domain::dates::{from_proto, oslo_date, to_proto},
     error::Error,
     store::{ChangeRecord, Store},
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use hurtigspor_proto::{
     google::r#type::Date,
-    v1::{HurtigsporReport, HurtigsporStatus, MeasureKind, MeasureStatus, OutcomeKind, Participant},
+    v1::{
+        HurtigsporParticipantDates, HurtigsporReport, HurtigsporStatus, MeasureKind, MeasureStatus, OutcomeKind,
+        Participant,
+    },
 };
-use std::collections::HashSet;
+use std::{collections::HashSet, ops::ControlFlow};
 
 /// A measure that counts: not registered in error, with a start date.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +73,9 @@ pub struct Derived {
     pub work_full: Option<NaiveDate>,
     /// Began work under 70 % of full time.
     pub work_part: Option<NaiveDate>,
+    /// Moved to EMPLOYED with no employment outcome recorded (e.g. NAV's
+    /// BEGA from Arena): in work, extent not known.
+    pub work_unknown: Option<NaiveDate>,
     /// Hurtigspor ended back in the ordinary programme.
     pub back_to_ordinary: Option<NaiveDate>,
     /// Hurtigspor (or the programme) ended without result.
@@ -180,6 +186,9 @@ impl Fold {
         };
         let work = if employed { outcome_date } else { None };
         let ended_as = |s: HurtigsporStatus| closed.filter(|(c, _)| *c == s).map(|(_, d)| d);
+        // EMPLOYED without an employment outcome: the work began on the
+        // transition's date, but how much of full time it is, is not known.
+        let work_unknown = ended_as(HurtigsporStatus::Employed).filter(|_| !employed);
 
         Derived {
             id: self.id,
@@ -191,6 +200,7 @@ impl Fold {
             first_work_training_start: first(CountedMeasure::is_work_training),
             work_full: work.filter(|_| full),
             work_part: work.filter(|_| !full),
+            work_unknown,
             back_to_ordinary: ended_as(HurtigsporStatus::BackToOrdinary),
             without_result: ended_as(HurtigsporStatus::EndedWithoutResult)
                 .or(outcome_date.filter(|_| kind == OutcomeKind::NoResult)),
@@ -211,6 +221,31 @@ pub fn derive(id: &str, history: impl IntoIterator<Item = Participant>) -> Deriv
 }
 
 impl Derived {
+    /// The day work began, whatever its extent.
+    pub fn work(&self) -> Option<NaiveDate> {
+        self.work_full.or(self.work_part).or(self.work_unknown)
+    }
+
+    /// The participant's dates as the API gives them, for the kommune it
+    /// counts for in `year`.
+    pub fn dates(&self, year: i32) -> HurtigsporParticipantDates {
+        let d = |d: Option<NaiveDate>| d.map(to_proto);
+        HurtigsporParticipantDates {
+            participant: crate::store::resource_name(&self.id),
+            kommunenummer: self.kommune_in(year).unwrap_or_default().to_owned(),
+            programme_start: d(self.programme_start),
+            hurtigspor_start: d(self.hurtigspor_start),
+            hurtigspor_end: d(self.hurtigspor_end),
+            first_wage_subsidy_start: d(self.first_wage_subsidy_start),
+            first_work_training_start: d(self.first_work_training_start),
+            work_full_start: d(self.work_full),
+            work_part_start: d(self.work_part),
+            work_extent_unknown_start: d(self.work_unknown),
+            back_to_ordinary: d(self.back_to_ordinary),
+            ended_without_result: d(self.without_result),
+        }
+    }
+
     /// The kommune the participant counts for in `year`.
     pub fn kommune_in(&self, year: i32) -> Option<&str> {
         let end = NaiveDate::from_ymd_opt(year, 12, 31)?;
@@ -258,6 +293,7 @@ pub struct Tally {
     measure_days: i64,
     work_full: i64,
     work_part: i64,
+    work_unknown: i64,
     back_to_ordinary: i64,
     without_result: i64,
     employers: HashSet<String>,
@@ -284,17 +320,21 @@ impl Tally {
             measure_days: 0,
             work_full: 0,
             work_part: 0,
+            work_unknown: 0,
             back_to_ordinary: 0,
             without_result: 0,
             employers: HashSet::new(),
         })
     }
 
-    pub fn add(&mut self, d: &Derived) {
+    /// Adds one participant; whether it counts in a hurtigspor figure (its
+    /// hurtigspor overlaps the year, or a date of the form falls in it):
+    /// the participants whose dates the per-participant listing gives.
+    pub fn add(&mut self, d: &Derived) -> bool {
         if let Some(k) = &self.kommune
             && d.kommune_in(self.year) != Some(k.as_str())
         {
-            return;
+            return false;
         }
         let y = self.span;
         let in_hurtigspor = y.overlaps(d.hurtigspor_start, d.hurtigspor_end);
@@ -302,7 +342,7 @@ impl Tally {
             self.programme += 1;
         }
         if d.hurtigspor_start.is_none() {
-            return;
+            return false;
         }
         let overlapping = |f: fn(&CountedMeasure) -> bool| {
             d.measures.iter().filter(move |m| f(m) && y.overlaps(Some(m.start), m.end))
@@ -329,7 +369,7 @@ impl Tally {
             self.ended += 1;
             self.hurtigspor_days += (end - start).num_days();
         }
-        let work = d.work_full.or(d.work_part);
+        let work = d.work();
         if y.contains(work) {
             if let Some(e) = &d.work_employer {
                 self.employers.insert(e.clone());
@@ -346,8 +386,13 @@ impl Tally {
         }
         self.work_full += i64::from(y.contains(d.work_full));
         self.work_part += i64::from(y.contains(d.work_part));
+        self.work_unknown += i64::from(y.contains(d.work_unknown));
         self.back_to_ordinary += i64::from(y.contains(d.back_to_ordinary));
         self.without_result += i64::from(y.contains(d.without_result));
+        in_hurtigspor
+            || [d.hurtigspor_start, d.hurtigspor_end, work, d.back_to_ordinary, d.without_result]
+                .into_iter()
+                .any(|day| y.contains(day))
     }
 
     pub fn finish(self) -> HurtigsporReport {
@@ -371,12 +416,52 @@ impl Tally {
             outcome_back_to_ordinary: self.back_to_ordinary,
             outcome_without_result: self.without_result,
             distinct_employers: self.employers.len() as i64,
+            outcome_work_extent_unknown: self.work_unknown,
         }
     }
 }
 
 /// Change log entries read per page by [`compute`].
 pub const PAGE: usize = 500;
+
+/// Folds the change log one participant at a time, in participant id
+/// order, starting after participant `after`, reading `page` entries at a
+/// time; calls `each` with each participant's dates until it breaks. Only
+/// one participant's history is held at once.
+pub async fn each_participant(
+    store: &dyn Store,
+    after: Option<String>,
+    page: usize,
+    mut each: impl FnMut(Derived) -> ControlFlow<()>,
+) -> Result<(), Error> {
+    let mut fold: Option<Fold> = None;
+    // Every version of `after` is behind the position (id, MAX).
+    let mut position = after.map(|id| (id, i64::MAX));
+    loop {
+        let records: Vec<ChangeRecord> = store.histories(position.take(), page.max(1)).await?;
+        let Some(last) = records.last() else { break };
+        position = Some((last.participant_id.clone(), last.version));
+        for r in records {
+            let same = fold.as_ref().is_some_and(|f| f.id() == r.participant_id);
+            if !same {
+                // The previous participant's history is complete.
+                let done = fold.replace(Fold::new(&r.participant_id));
+                if let Some(done) = done
+                    && each(done.finish()).is_break()
+                {
+                    return Ok(());
+                }
+            }
+            if let Some(f) = &mut fold {
+                f.push(r.snapshot);
+            }
+        }
+    }
+    if let Some(done) = fold {
+        let _ = each(done.finish());
+    }
+    Ok(())
+}
 
 /// The report of `kommune` (`None`: the country) for `year`, reading the
 /// change log `page` entries at a time, one participant's history at a
@@ -389,30 +474,77 @@ pub async fn compute(
     page: usize,
 ) -> Result<Option<HurtigsporReport>, Error> {
     let Some(mut tally) = Tally::new(kommune, year, as_of) else { return Ok(None) };
-    let mut fold: Option<Fold> = None;
-    let mut after = None;
-    loop {
-        let records: Vec<ChangeRecord> = store.histories(after.take(), page.max(1)).await?;
-        let Some(last) = records.last() else { break };
-        after = Some((last.participant_id.clone(), last.version));
-        for r in records {
-            let same = fold.as_ref().is_some_and(|f| f.id() == r.participant_id);
-            if !same {
-                // The previous participant's history is complete.
-                let done = fold.replace(Fold::new(&r.participant_id));
-                if let Some(done) = done {
-                    tally.add(&done.finish());
-                }
-            }
-            if let Some(f) = &mut fold {
-                f.push(r.snapshot);
-            }
-        }
-    }
-    if let Some(done) = fold {
-        tally.add(&done.finish());
-    }
+    each_participant(store, None, page, |d| {
+        tally.add(&d);
+        ControlFlow::Continue(())
+    })
+    .await?;
     Ok(Some(tally.finish()))
+}
+
+/// One page of the participants who count in a hurtigspor figure of
+/// `kommune` (`None`: the country) and `year`, after participant `after`:
+/// at most `limit`, and whether more follow. `None` if the year cannot be
+/// represented.
+pub async fn participants(
+    store: &dyn Store,
+    kommune: Option<&str>,
+    year: i32,
+    as_of: NaiveDate,
+    after: Option<String>,
+    limit: usize,
+) -> Result<Option<(Vec<Derived>, bool)>, Error> {
+    let Some(mut tally) = Tally::new(kommune, year, as_of) else { return Ok(None) };
+    let limit = limit.max(1);
+    let mut found = Vec::new();
+    // One more than asked for tells whether another page follows.
+    each_participant(store, after, PAGE, |d| {
+        if tally.add(&d) {
+            found.push(d);
+        }
+        if found.len() > limit { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    })
+    .await?;
+    let more = found.len() > limit;
+    found.truncate(limit);
+    Ok(Some((found, more)))
+}
+
+/// The per-participant dates as CSV columns, in a fixed order.
+pub const PARTICIPANT_COLUMNS: [&str; 12] = [
+    "participant",
+    "kommunenummer",
+    "programme_start",
+    "hurtigspor_start",
+    "hurtigspor_end",
+    "first_wage_subsidy_start",
+    "first_work_training_start",
+    "work_full_start",
+    "work_part_start",
+    "work_extent_unknown_start",
+    "back_to_ordinary",
+    "ended_without_result",
+];
+
+/// One CSV row of [`PARTICIPANT_COLUMNS`]: dates as YYYY-MM-DD, empty when
+/// unset (no value needs quoting: ids, kommunenummer and dates).
+pub fn participant_row(p: &HurtigsporParticipantDates) -> String {
+    let d = |d: &Option<Date>| d.as_ref().and_then(from_proto).map(|d| d.to_string()).unwrap_or_default();
+    [
+        p.participant.trim_start_matches("participants/").to_owned(),
+        p.kommunenummer.clone(),
+        d(&p.programme_start),
+        d(&p.hurtigspor_start),
+        d(&p.hurtigspor_end),
+        d(&p.first_wage_subsidy_start),
+        d(&p.first_work_training_start),
+        d(&p.work_full_start),
+        d(&p.work_part_start),
+        d(&p.work_extent_unknown_start),
+        d(&p.back_to_ordinary),
+        d(&p.ended_without_result),
+    ]
+    .join(",")
 }
 
 /// The report as (column, value) pairs, in a fixed order: the CSV header
@@ -437,6 +569,7 @@ pub fn columns(r: &HurtigsporReport) -> Vec<(&'static str, String)> {
         ("outcome_work_part", r.outcome_work_part.to_string()),
         ("outcome_back_to_ordinary", r.outcome_back_to_ordinary.to_string()),
         ("outcome_without_result", r.outcome_without_result.to_string()),
+        ("outcome_work_extent_unknown", r.outcome_work_extent_unknown.to_string()),
         ("distinct_employers", r.distinct_employers.to_string()),
     ]
 }
@@ -468,6 +601,7 @@ mod tests {
     const E3: &str = "910000003";
     const E4: &str = "910000004";
     const E5: &str = "910000005";
+    const E6: &str = "910000006";
 
     fn day(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).unwrap()
@@ -650,8 +784,29 @@ mod tests {
             .derive("g")
     }
 
+    /// H, in Trondheim (5001): programme from 5 January 2026, confirmed
+    /// 1 February, work training with E6 from 1 March; NAV's BEGA moves it
+    /// to EMPLOYED on 1 October 2026 with no outcome recorded.
+    fn h_before_the_outcome() -> History {
+        History::new("5001", (2026, 1, 5), (2026, 1, 5))
+            .then((2026, 2, 1), |p| confirm(p, (2026, 2, 1)))
+            .then((2026, 3, 1), |p| p.measures.push(measure("m1", MeasureKind::WorkTraining, E6, (2026, 3, 1), None)))
+            .then((2026, 10, 1), |p| {
+                p.measures[0].end_date = pd(2026, 9, 30);
+                transition(p, HurtigsporStatus::Employed, (2026, 10, 1));
+            })
+    }
+
+    /// H, once the kommune recorded the outcome in January 2027: work of
+    /// 60 % with E6 from 1 October 2026.
+    fn h() -> Derived {
+        h_before_the_outcome()
+            .then((2027, 1, 10), |p| p.outcome = outcome(OutcomeKind::EmploymentPart, (2026, 10, 1), E6, 60))
+            .derive("h")
+    }
+
     fn everyone() -> Vec<Derived> {
-        vec![a(), b(), c(), d(), e(), f(), g()]
+        vec![a(), b(), c(), d(), e(), f(), g(), h()]
     }
 
     const AS_OF: (i32, u32, u32) = (2027, 6, 30);
@@ -764,10 +919,71 @@ mod tests {
     }
 
     #[test]
+    fn work_whose_extent_is_not_recorded_counts_apart_until_it_is() {
+        let before = h_before_the_outcome().derive("h");
+        assert_eq!((before.work_full, before.work_part, before.work_unknown), (None, None, Some(day(2026, 10, 1))));
+        assert_eq!(before.hurtigspor_end, Some(day(2026, 10, 1)));
+        let mut t = Tally::new(Some("5001"), 2026, day(AS_OF.0, AS_OF.1, AS_OF.2)).unwrap();
+        assert!(t.add(&before));
+        let r = t.finish();
+        assert_eq!((r.participants_in_hurtigspor, r.programme_participants), (1, 1));
+        // 5 Jan -> 1 Feb: 27 days; 1 Feb -> 1 Oct: 242 days.
+        assert_eq!((r.hurtigspor_started, r.mean_days_programme_to_hurtigspor), (1, 27.0));
+        assert_eq!((r.hurtigspor_ended, r.mean_hurtigspor_days), (1, 242.0));
+        // Work after work training: 1 Mar -> 1 Oct, 214 days, whatever its extent.
+        assert_eq!((r.in_work_training, r.work_after_measure, r.mean_measure_days_before_work), (1, 1, 214.0));
+        assert_eq!((r.outcome_work_full, r.outcome_work_part, r.outcome_work_extent_unknown), (0, 0, 1));
+        // E6 through the work training; the work's employer is not known yet.
+        assert_eq!(r.distinct_employers, 1);
+
+        // The outcome recorded in 2027 moves it to work under 70 % in the
+        // 2026 figures: recomputed, not typed again.
+        let r = report(Some("5001"), 2026);
+        assert_eq!((r.outcome_work_full, r.outcome_work_part, r.outcome_work_extent_unknown), (0, 1, 0));
+        assert_eq!((r.work_after_measure, r.mean_measure_days_before_work, r.distinct_employers), (1, 214.0, 1));
+    }
+
+    /// The ids of the participants `Tally::add` says count in a hurtigspor
+    /// figure: those the per-participant listing gives.
+    fn listed(kommune: Option<&str>, year: i32) -> Vec<String> {
+        let mut t = Tally::new(kommune, year, day(AS_OF.0, AS_OF.1, AS_OF.2)).unwrap();
+        everyone().into_iter().filter(|p| t.add(p)).map(|p| p.id).collect()
+    }
+
+    #[test]
+    fn the_listing_holds_who_counts_in_a_hurtigspor_figure() {
+        // Not E (programme only), F (rejected), C (Bergen's in 2026).
+        assert_eq!(listed(Some("0301"), 2026), ["a", "b", "d", "g"]);
+        // A, B and G left hurtigspor in 2026 with nothing dated in 2027.
+        assert_eq!(listed(Some("0301"), 2027), ["c", "d"]);
+        assert_eq!(listed(Some("4601"), 2026), ["c"]);
+        assert_eq!(listed(None, 2026), ["a", "b", "c", "d", "g", "h"]);
+        assert_eq!(listed(None, 2026).len() as i64, report(None, 2026).participants_in_hurtigspor);
+        assert_eq!(listed(None, 2024), Vec::<String>::new(), "F was assessed in 2024 but never in hurtigspor");
+
+        let dates = a().dates(2026);
+        assert_eq!((dates.participant.as_str(), dates.kommunenummer.as_str()), ("participants/a", "0301"));
+        assert_eq!(
+            participant_row(&dates),
+            "a,0301,2026-01-12,2026-03-02,2026-11-02,2026-05-04,,2026-11-02,,,,",
+            "A's corrected dates"
+        );
+        assert_eq!(
+            participant_row(&b().dates(2026)),
+            "b,0301,2025-09-01,2026-02-01,2026-09-15,,2026-06-01,,,,2026-09-15,"
+        );
+        assert_eq!(participant_row(&c().dates(2027)).split(',').nth(1), Some("0301"), "C after the move");
+        let unknown = h_before_the_outcome().derive("h").dates(2026);
+        assert_eq!(participant_row(&unknown), "h,5001,2026-01-05,2026-02-01,2026-10-01,,2026-03-01,,,2026-10-01,,");
+        assert_eq!(PARTICIPANT_COLUMNS.len(), participant_row(&unknown).split(',').count());
+    }
+
+    #[test]
     fn the_country_is_every_kommune() {
         let r = report(None, 2026);
-        assert_eq!((r.participants_in_hurtigspor, r.programme_participants), (5, 6));
-        assert_eq!(r.distinct_employers, 4);
+        assert_eq!((r.participants_in_hurtigspor, r.programme_participants), (6, 7));
+        // E1, E3, E5 (Oslo), E4 (Bergen), E6 (Trondheim).
+        assert_eq!(r.distinct_employers, 5);
         assert_eq!(r.kommunenummer, "");
         // Nothing yet in a year after the report's day.
         let r = report(None, 2028);
@@ -783,7 +999,7 @@ mod tests {
         assert!(lines[0].starts_with("kommunenummer,year,participants_in_hurtigspor,programme_participants,"));
         assert!(lines[1].starts_with("0301,2026,4,5,0.8000,3,147.00,"), "{}", lines[1]);
         assert_eq!(lines[0].split(',').count(), lines[1].split(',').count());
-        assert!(csv(&report(None, 2026)).lines().nth(1).unwrap().starts_with("all,2026,5,6,"));
+        assert!(csv(&report(None, 2026)).lines().nth(1).unwrap().starts_with("all,2026,6,7,"));
         let table = table(&report(Some("0301"), 2026));
         assert_eq!(table.lines().count(), lines[0].split(',').count());
         assert!(table.lines().any(|l| l.starts_with("participants_in_hurtigspor ") && l.ends_with(" 4")), "{table}");
@@ -825,11 +1041,11 @@ mod tests {
         let mut store = MockStore::new();
         let served = log.clone();
         store.expect_histories().returning(move |after, limit| {
-            let start = match after {
-                None => 0,
-                Some((id, v)) => served.iter().position(|r| r.participant_id == id && r.version == v).unwrap() + 1,
+            // As the store's query: entries after (id, version) in that order.
+            let after = |r: &ChangeRecord| {
+                after.as_ref().is_none_or(|(id, v)| (r.participant_id.as_str(), r.version) > (id.as_str(), *v))
             };
-            Ok(served.iter().skip(start).take(limit).cloned().collect())
+            Ok(served.iter().filter(|r| after(r)).take(limit).cloned().collect())
         });
         // Pages of 2 split c's history across pages.
         for page in [1, 2, 3, 100] {
@@ -841,5 +1057,25 @@ mod tests {
         let r = compute(&store, Some("4601"), 2026, day(2026, 12, 31), 2).await.unwrap().unwrap();
         assert_eq!(r.participants_in_hurtigspor, 0);
         assert!(compute(&store, None, i32::MAX, day(2026, 12, 31), 2).await.unwrap().is_none());
+
+        // The listing, a participant a page: a, then c after a; b (the
+        // programme only) is passed over.
+        let page = |after: Option<&str>, limit| {
+            let store = &store;
+            let after = after.map(str::to_owned);
+            async move {
+                let (found, more) =
+                    participants(store, Some("0301"), 2026, day(2026, 12, 31), after, limit).await.unwrap().unwrap();
+                (found.into_iter().map(|d| d.id).collect::<Vec<_>>(), more)
+            }
+        };
+        assert_eq!(page(None, 1).await, (vec!["a".to_owned()], true));
+        assert_eq!(page(Some("a"), 1).await, (vec!["c".to_owned()], false));
+        assert_eq!(page(None, 10).await, (vec!["a".to_owned(), "c".to_owned()], false));
+        assert_eq!(page(Some("c"), 10).await, (vec![], false));
+        // After b: c's history is read whole, not from where b's ended.
+        let (found, _) =
+            participants(&store, Some("0301"), 2026, day(2026, 12, 31), Some("b".into()), 5).await.unwrap().unwrap();
+        assert_eq!(found[0].kommuner.len(), 2, "c moved from 4601 to 0301");
     }
 }

@@ -222,7 +222,8 @@ impl Gateway {
             clock.clone(),
         );
         let audit_api = AuditApi::new(store.clone() as Arc<dyn Store>, keys.clone(), config.limits.clone());
-        let reporting_api = ReportingApi::new(store.clone() as Arc<dyn Store>, clock.clone());
+        let reporting_api =
+            ReportingApi::new(store.clone() as Arc<dyn Store>, keys.clone(), config.limits.clone(), clock.clone());
         let feeds = Feeds {
             arena: arena.map(|arena| {
                 Arc::new(ArenaFeed { arena, store: store.clone() as Arc<dyn Store>, keys, id_mode, clock })

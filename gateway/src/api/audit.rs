@@ -99,13 +99,9 @@ impl AuditService for AuditApi {
             let method = Some(req.method.trim().to_owned()).filter(|m| !m.is_empty());
             let from = req.start_time.as_ref().map(|t| rfc3339(t, "start_time")).transpose()?;
             let to = req.end_time.as_ref().map(|t| rfc3339(t, "end_time")).transpose()?;
-            if req.page_size < 0 {
-                return Err(Error::invalid("page_size", "OUT_OF_RANGE", "must not be negative; 0 means 50"));
-            }
-            let limit = match req.page_size {
-                0 => self.limits.default_page_size,
-                n => (n as u32).min(self.limits.max_page_size),
-            } as usize;
+            let mut v = crate::error::Violations::new();
+            let limit = pagination::page_size(&self.limits, req.page_size, &mut v);
+            v.check()?;
             let filter = pagination::filter_digest(&[
                 "audit",
                 participant_id.as_deref().unwrap_or(""),

@@ -1,13 +1,38 @@
 //! Opaque, signed page tokens that remember the filters they were issued for.
 
-use crate::{error::Error, keys::Keys};
+use crate::{
+    config::Limits,
+    error::{Error, Violations},
+    keys::Keys,
+};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 
+/// A token continuing after a numeric position (a sequence or row number).
 const VERSION: u8 = 1;
+/// A token continuing after a key (e.g. a participant id), of any length.
+const KEY_VERSION: u8 = 2;
 const FILTER_LEN: usize = 16;
 const TAG_LEN: usize = 16;
-const BODY_LEN: usize = 1 + 8 + FILTER_LEN;
+/// The longest key a token carries.
+const MAX_KEY_LEN: usize = 128;
+
+/// The page size asked for (0: the default), at most the maximum; a
+/// negative one is a field violation.
+pub fn page_size(limits: &Limits, asked: i32, v: &mut Violations) -> usize {
+    match u32::try_from(asked) {
+        Ok(0) => limits.default_page_size as usize,
+        Ok(n) => n.min(limits.max_page_size) as usize,
+        Err(_) => {
+            v.add(
+                "page_size",
+                "OUT_OF_RANGE",
+                format!("must not be negative; 0 means the default of {}", limits.default_page_size),
+            );
+            limits.default_page_size as usize
+        }
+    }
+}
 
 /// A digest of the filters, so that a token cannot continue another listing.
 pub fn filter_digest(parts: &[&str]) -> [u8; FILTER_LEN] {
@@ -19,19 +44,19 @@ pub fn filter_digest(parts: &[&str]) -> [u8; FILTER_LEN] {
     h.finalize()[..FILTER_LEN].try_into().expect("length")
 }
 
-pub fn encode(keys: &Keys, after: i64, filter: [u8; FILTER_LEN]) -> String {
-    let mut body = Vec::with_capacity(BODY_LEN + TAG_LEN);
-    body.push(VERSION);
-    body.extend_from_slice(&after.to_be_bytes());
+/// `version | position | filter | tag`, the tag over everything before it.
+fn seal(keys: &Keys, version: u8, position: &[u8], filter: [u8; FILTER_LEN]) -> String {
+    let mut body = Vec::with_capacity(1 + FILTER_LEN + position.len() + TAG_LEN);
+    body.push(version);
+    body.extend_from_slice(position);
     body.extend_from_slice(&filter);
     let tag = keys.sign_page_token(&body);
     body.extend_from_slice(&tag[..TAG_LEN]);
     URL_SAFE_NO_PAD.encode(body)
 }
 
-/// The position a token continues after; refuses a token that was altered,
-/// came from elsewhere, or was issued for other filters.
-pub fn decode(keys: &Keys, token: &str, filter: [u8; FILTER_LEN]) -> Result<i64, Error> {
+/// The position of a token this gateway sealed for `version` and `filter`.
+fn open(keys: &Keys, token: &str, version: u8, filter: [u8; FILTER_LEN]) -> Result<Vec<u8>, Error> {
     let invalid = || {
         Error::invalid(
             "page_token",
@@ -40,24 +65,61 @@ pub fn decode(keys: &Keys, token: &str, filter: [u8; FILTER_LEN]) -> Result<i64,
         )
     };
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-    if bytes.len() != BODY_LEN + TAG_LEN || bytes[0] != VERSION {
+    if bytes.len() < 1 + FILTER_LEN + TAG_LEN || bytes[0] != version {
         return Err(invalid());
     }
-    let (body, tag) = bytes.split_at(BODY_LEN);
+    let (body, tag) = bytes.split_at(bytes.len() - TAG_LEN);
     let expected = keys.sign_page_token(body);
     // Constant-time comparison of the tag.
     let diff = expected[..TAG_LEN].iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b));
     if diff != 0 {
         return Err(invalid());
     }
-    if body[9..] != filter {
+    let (position, issued_for) = body[1..].split_at(body.len() - 1 - FILTER_LEN);
+    if issued_for != filter {
         return Err(Error::invalid(
             "page_token",
             "PAGE_TOKEN_FILTER_MISMATCH",
-            "was issued for different filters; send the same kommunenummer and hurtigspor_status as in the first request, or start again without page_token",
+            "was issued for different filters; send the same filters as in the first request, or start again without page_token",
         ));
     }
-    Ok(i64::from_be_bytes(body[1..9].try_into().expect("length")))
+    Ok(position.to_vec())
+}
+
+pub fn encode(keys: &Keys, after: i64, filter: [u8; FILTER_LEN]) -> String {
+    seal(keys, VERSION, &after.to_be_bytes(), filter)
+}
+
+/// The position a token continues after; refuses a token that was altered,
+/// came from elsewhere, or was issued for other filters.
+pub fn decode(keys: &Keys, token: &str, filter: [u8; FILTER_LEN]) -> Result<i64, Error> {
+    let position = open(keys, token, VERSION, filter)?;
+    let bytes: [u8; 8] = position.as_slice().try_into().map_err(|_| {
+        Error::invalid(
+            "page_token",
+            "INVALID_PAGE_TOKEN",
+            "is not a page token of this listing; start again without it",
+        )
+    })?;
+    Ok(i64::from_be_bytes(bytes))
+}
+
+/// A token continuing after `key` (at most 128 bytes; the caller's own ids).
+pub fn encode_key(keys: &Keys, key: &str, filter: [u8; FILTER_LEN]) -> String {
+    debug_assert!(key.len() <= MAX_KEY_LEN, "page token keys are ids");
+    seal(keys, KEY_VERSION, key.as_bytes(), filter)
+}
+
+/// The key a token from [`encode_key`] continues after.
+pub fn decode_key(keys: &Keys, token: &str, filter: [u8; FILTER_LEN]) -> Result<String, Error> {
+    let position = open(keys, token, KEY_VERSION, filter)?;
+    String::from_utf8(position).map_err(|_| {
+        Error::invalid(
+            "page_token",
+            "INVALID_PAGE_TOKEN",
+            "is not a page token of this listing; start again without it",
+        )
+    })
 }
 
 #[cfg(test)]
@@ -99,5 +161,25 @@ mod tests {
         assert_eq!(reason(decode(&Keys::from_master(&[2; 32]), &t, f).unwrap_err()), "INVALID_PAGE_TOKEN");
         assert_eq!(reason(decode(&keys, "not a token!", f).unwrap_err()), "INVALID_PAGE_TOKEN");
         assert_eq!(reason(decode(&keys, "", f).unwrap_err()), "INVALID_PAGE_TOKEN");
+    }
+
+    #[test]
+    fn key_tokens_round_trip_and_are_not_numeric_tokens() {
+        let keys = Keys::from_master(&[1; 32]);
+        let f = filter_digest(&["0301", "2026"]);
+        let id = "0123456789abcdef0123456789abcdef";
+        let t = encode_key(&keys, id, f);
+        assert_eq!(decode_key(&keys, &t, f).unwrap(), id);
+        assert_eq!(decode_key(&keys, &encode_key(&keys, "", f), f).unwrap(), "");
+        // One kind of token does not continue the other kind of listing.
+        assert_eq!(reason(decode(&keys, &t, f).unwrap_err()), "INVALID_PAGE_TOKEN");
+        assert_eq!(reason(decode_key(&keys, &encode(&keys, 42, f), f).unwrap_err()), "INVALID_PAGE_TOKEN");
+        assert_eq!(
+            reason(decode_key(&keys, &t, filter_digest(&["0301", "2027"])).unwrap_err()),
+            "PAGE_TOKEN_FILTER_MISMATCH"
+        );
+        let mut raw = URL_SAFE_NO_PAD.decode(&t).unwrap();
+        raw[3] ^= 1; // a different key
+        assert_eq!(reason(decode_key(&keys, &URL_SAFE_NO_PAD.encode(&raw), f).unwrap_err()), "INVALID_PAGE_TOKEN");
     }
 }

@@ -247,9 +247,7 @@ impl ParticipantService for ParticipantApi {
             audit.purpose(Some(require_purpose(request.metadata())?));
             let req = request.into_inner();
             let mut v = crate::error::Violations::new();
-            if req.page_size < 0 {
-                v.add("page_size", "OUT_OF_RANGE", "must not be negative; 0 means the default page size");
-            }
+            let limit = pagination::page_size(&self.limits, req.page_size, &mut v);
             let kommune = if req.kommunenummer.is_empty() {
                 None
             } else {
@@ -279,10 +277,6 @@ impl ParticipantService for ParticipantApi {
             } else {
                 Some(pagination::decode(&self.keys, &req.page_token, filter)?)
             };
-            let limit = match req.page_size {
-                0 => self.limits.default_page_size,
-                n => (n as u32).min(self.limits.max_page_size),
-            } as usize;
             // A kommune lists its own kommuner only, whatever it asks for.
             let kommuner = match (who.role, kommune) {
                 (Role::Kommune, Some(k)) => Some(who.kommuner.iter().filter(|o| **o == k).cloned().collect()),

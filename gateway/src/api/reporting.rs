@@ -7,17 +7,26 @@
 //! existence to hide as NOT_FOUND does for a participant); NAV and
 //! administrators any kommune and the country. Every call is audited with
 //! its purpose.
+//!
+//! The per-participant dates (`ListHurtigsporParticipants`) are dates
+//! about persons: they need the `hurtigspor:participants.read` scope too,
+//! and every participant listed gets its own audit entry.
 
-use super::{begin, participants::Clock};
+use super::{begin, pagination, participants::Clock};
 use crate::{
     audit::require_purpose,
     auth::{Caller, Role, Scope, caller},
+    config::Limits,
     domain::{dates::oslo_date, kommune::Kommunenummer},
     error::{Error, Violations},
+    keys::Keys,
     report,
     store::Store,
 };
-use hurtigspor_proto::v1::{GetHurtigsporReportRequest, HurtigsporReport, reporting_service_server::ReportingService};
+use hurtigspor_proto::v1::{
+    GetHurtigsporReportRequest, HurtigsporReport, ListHurtigsporParticipantsRequest,
+    ListHurtigsporParticipantsResponse, reporting_service_server::ReportingService,
+};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -26,12 +35,14 @@ pub const YEARS: std::ops::RangeInclusive<i32> = 2000..=2100;
 
 pub struct ReportingApi {
     store: Arc<dyn Store>,
+    keys: Keys,
+    limits: Limits,
     clock: Clock,
 }
 
 impl ReportingApi {
-    pub fn new(store: Arc<dyn Store>, clock: Clock) -> Self {
-        Self { store, clock }
+    pub fn new(store: Arc<dyn Store>, keys: Keys, limits: Limits, clock: Clock) -> Self {
+        Self { store, keys, limits, clock }
     }
 }
 
@@ -39,7 +50,14 @@ impl ReportingApi {
 /// field at once.
 fn parse(req: &GetHurtigsporReportRequest) -> Result<(Option<String>, i32), Error> {
     let mut v = Violations::new();
-    let kommune = match req.kommunenummer.trim() {
+    let asked = parse_into(&req.kommunenummer, req.year, &mut v);
+    v.check()?;
+    Ok(asked)
+}
+
+/// The kommune and year, with their violations added to `v`.
+fn parse_into(kommunenummer: &str, year: i32, v: &mut Violations) -> (Option<String>, i32) {
+    let kommune = match kommunenummer.trim() {
         "" => None,
         k => match Kommunenummer::parse(k) {
             Ok(k) => Some(k.as_str().to_owned()),
@@ -49,13 +67,20 @@ fn parse(req: &GetHurtigsporReportRequest) -> Result<(Option<String>, i32), Erro
             }
         },
     };
-    if req.year == 0 {
+    if year == 0 {
         v.add("year", "REQUIRED", "is required: the calendar year of the report, e.g. 2026");
-    } else if !YEARS.contains(&req.year) {
+    } else if !YEARS.contains(&year) {
         v.add("year", "OUT_OF_RANGE", format!("must be a calendar year from {} to {}", YEARS.start(), YEARS.end()));
     }
-    v.check()?;
-    Ok((kommune, req.year))
+    (kommune, year)
+}
+
+/// The caller of the per-participant listing: reports, and participants
+/// (the dates are about persons).
+fn person_reader<T>(request: &Request<T>) -> Result<Caller, Status> {
+    let who = caller(request, Scope::ReportsRead)?;
+    who.require(Scope::ParticipantsRead)?;
+    Ok(who)
 }
 
 /// Whether `who` may see the figures of `kommune` (`None`: the country).
@@ -92,6 +117,52 @@ impl ReportingService for ReportingApi {
             report::compute(&*self.store, kommune.as_deref(), year, as_of, report::PAGE)
                 .await?
                 .ok_or_else(|| Error::invalid("year", "OUT_OF_RANGE", "is not a calendar year"))
+        }
+        .await;
+        Ok(Response::new(audit.finish(&*self.store, result).await?))
+    }
+
+    async fn list_hurtigspor_participants(
+        &self,
+        request: Request<ListHurtigsporParticipantsRequest>,
+    ) -> Result<Response<ListHurtigsporParticipantsResponse>, Status> {
+        let (who, mut audit) =
+            begin(&*self.store, &request, "ReportingService/ListHurtigsporParticipants", person_reader).await?;
+        let result = async {
+            audit.purpose(Some(require_purpose(request.metadata())?));
+            let req = request.get_ref();
+            let mut v = Violations::new();
+            let (kommune, year) = parse_into(&req.kommunenummer, req.year, &mut v);
+            let limit = pagination::page_size(&self.limits, req.page_size, &mut v);
+            v.check()?;
+            allowed(&who, kommune.as_deref())?;
+            // A page token continues the same listing for the same caller.
+            let filter = pagination::filter_digest(&[
+                "hurtigspor-participants",
+                kommune.as_deref().unwrap_or(""),
+                &year.to_string(),
+                &who.organisation,
+            ]);
+            let after = match req.page_token.as_str() {
+                "" => None,
+                token => Some(pagination::decode_key(&self.keys, token, filter)?),
+            };
+            let as_of = oslo_date(self.clock.now());
+            let (found, more) = report::participants(&*self.store, kommune.as_deref(), year, as_of, after, limit)
+                .await?
+                .ok_or_else(|| Error::invalid("year", "OUT_OF_RANGE", "is not a calendar year"))?;
+            let next_page_token = match (more, found.last()) {
+                (true, Some(last)) => pagination::encode_key(&self.keys, &last.id, filter),
+                _ => String::new(),
+            };
+            for d in &found {
+                audit.about(&d.id);
+            }
+            tracing::info!(count = found.len(), "hurtigspor participants listed");
+            Ok(ListHurtigsporParticipantsResponse {
+                participants: found.iter().map(|d| d.dates(year)).collect(),
+                next_page_token,
+            })
         }
         .await;
         Ok(Response::new(audit.finish(&*self.store, result).await?))
@@ -161,7 +232,12 @@ mod tests {
             w.lock().unwrap().extend(entries);
             Ok(())
         });
-        let api = ReportingApi::new(Arc::new(store), Clock::fixed("2026-11-23T12:00:00Z".parse().unwrap()));
+        let api = ReportingApi::new(
+            Arc::new(store),
+            Keys::from_master(&[7; 32]),
+            Limits::default(),
+            Clock::fixed("2026-11-23T12:00:00Z".parse().unwrap()),
+        );
         let mut ok = request("0301", 2026, true);
         ok.extensions_mut().insert(who(Role::Kommune, &["0301"]));
         let r = api.get_hurtigspor_report(ok).await.unwrap().into_inner();
