@@ -499,7 +499,8 @@ async fn seed_participants(server: &str, token: &str, n: u32) -> anyhow::Result<
                 national_id,
                 given_name: format!("Seed{i}"),
                 family_name: "Testperson".into(),
-                // Shifted every sixth, so every kommune gets some of each journey.
+                // Shifted every sixth, so the journeys (every sixth) reach
+                // every kommune.
                 kommunenummer: kommuner[(i + i / 6) as usize % kommuner.len()].into(),
                 nav_office: "0314".into(),
                 programme: Some(Programme {
@@ -580,8 +581,8 @@ async fn seed_journey(
     k: u32,
 ) -> anyhow::Result<()> {
     use hurtigspor_proto::v1::{
-        DecisionMaker, Measure, MeasureKind, Outcome, OutcomeKind, RecordMeasureRequest, TransitionHurtigsporRequest,
-        UpdateParticipantRequest,
+        DecisionMaker, EndMeasureRequest, Measure, MeasureKind, MeasureStatus, Outcome, OutcomeKind,
+        RecordMeasureRequest, TransitionHurtigsporRequest, UpdateParticipantRequest,
     };
     let day = |month, day| Some(Date { year: 2026, month, day });
     // Synthetic organisation numbers (mod 11 valid).
@@ -622,9 +623,26 @@ async fn seed_journey(
         }),
         ..Default::default()
     };
-    match k % 4 {
+    // Participant 6k is in kommune k % 6; shifting the journey by k / 6
+    // gives every kommune each journey, and the first four take all four.
+    match (k + k / 6) % 4 {
         0 => {
-            writes.record_measure(measure(MeasureKind::WorkTraining, day(4, 1))).await.map_err(|s| describe(&s))?;
+            let recorded = writes
+                .record_measure(measure(MeasureKind::WorkTraining, day(4, 1)))
+                .await
+                .map_err(|s| describe(&s))?
+                .into_inner();
+            let id = recorded.measures.last().map(|m| m.id.clone()).unwrap_or_default();
+            writes
+                .end_measure(EndMeasureRequest {
+                    name: name.to_owned(),
+                    measure_id: id,
+                    status: MeasureStatus::Completed as i32,
+                    end_date: day(8, 31),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| describe(&s))?;
             to(HurtigsporStatus::Employed, day(9, 1)).await?;
             let outcome = Outcome {
                 kind: OutcomeKind::EmploymentFull as i32,

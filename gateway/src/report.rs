@@ -227,9 +227,12 @@ impl Derived {
     }
 
     /// The participant's dates as the API gives them, for the kommune it
-    /// counts for in `year`.
+    /// counts for in `year`, as they stood at the end of that year: a date
+    /// after it belongs to a later year's form (and, after a move, to
+    /// another kommune), so it is left out, and a period open then is open.
     pub fn dates(&self, year: i32) -> HurtigsporParticipantDates {
-        let d = |d: Option<NaiveDate>| d.map(to_proto);
+        let last = NaiveDate::from_ymd_opt(year, 12, 31).unwrap_or(NaiveDate::MAX);
+        let d = |d: Option<NaiveDate>| d.filter(|d| *d <= last).map(to_proto);
         HurtigsporParticipantDates {
             participant: crate::store::resource_name(&self.id),
             kommunenummer: self.kommune_in(year).unwrap_or_default().to_owned(),
@@ -569,8 +572,8 @@ pub fn columns(r: &HurtigsporReport) -> Vec<(&'static str, String)> {
         ("outcome_work_part", r.outcome_work_part.to_string()),
         ("outcome_back_to_ordinary", r.outcome_back_to_ordinary.to_string()),
         ("outcome_without_result", r.outcome_without_result.to_string()),
-        ("outcome_work_extent_unknown", r.outcome_work_extent_unknown.to_string()),
         ("distinct_employers", r.distinct_employers.to_string()),
+        ("outcome_work_extent_unknown", r.outcome_work_extent_unknown.to_string()),
     ]
 }
 
@@ -973,6 +976,15 @@ mod tests {
             "b,0301,2025-09-01,2026-02-01,2026-09-15,,2026-06-01,,,,2026-09-15,"
         );
         assert_eq!(participant_row(&c().dates(2027)).split(',').nth(1), Some("0301"), "C after the move");
+        // As the dates stood at the end of the year: D ended without
+        // result in 2027, so in 2026's listing its hurtigspor is open.
+        assert_eq!(participant_row(&d().dates(2026)), "d,0301,2025-06-01,2025-10-01,,2025-11-01,,,,,,");
+        assert_eq!(
+            participant_row(&d().dates(2027)),
+            "d,0301,2025-06-01,2025-10-01,2027-03-01,2025-11-01,,,,,,2027-03-01"
+        );
+        // Nothing of the future shows in an earlier year's form.
+        assert_eq!(participant_row(&a().dates(2025)), "a,0301,,,,,,,,,,");
         let unknown = h_before_the_outcome().derive("h").dates(2026);
         assert_eq!(participant_row(&unknown), "h,5001,2026-01-05,2026-02-01,2026-10-01,,2026-03-01,,,2026-10-01,,");
         assert_eq!(PARTICIPANT_COLUMNS.len(), participant_row(&unknown).split(',').count());
@@ -1073,9 +1085,21 @@ mod tests {
         assert_eq!(page(Some("a"), 1).await, (vec!["c".to_owned()], false));
         assert_eq!(page(None, 10).await, (vec!["a".to_owned(), "c".to_owned()], false));
         assert_eq!(page(Some("c"), 10).await, (vec![], false));
-        // After b: c's history is read whole, not from where b's ended.
-        let (found, _) =
-            participants(&store, Some("0301"), 2026, day(2026, 12, 31), Some("b".into()), 5).await.unwrap().unwrap();
-        assert_eq!(found[0].kommuner.len(), 2, "c moved from 4601 to 0301");
+        // Resuming after a participant, a store page a row: none of a's
+        // versions again, b's and c's histories whole across pages.
+        for page in [1, 2] {
+            let mut seen = Vec::new();
+            each_participant(&store, Some("a".into()), page, |d| {
+                seen.push((d.id.clone(), d.kommuner.len(), d.hurtigspor_start));
+                ControlFlow::Continue(())
+            })
+            .await
+            .unwrap();
+            assert_eq!(
+                seen,
+                [("b".to_owned(), 1, None), ("c".to_owned(), 2, Some(day(2026, 4, 1)))],
+                "page {page}: c moved from 4601 to 0301"
+            );
+        }
     }
 }

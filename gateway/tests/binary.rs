@@ -553,24 +553,52 @@ fn the_client_says_what_to_do_when_no_gateway_answers() {
 fn dev_seed_creates_participants_and_follows_them_into_every_system() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hurtigspor"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--seed", "12", "--data-dir"])
+        .args(["dev", "--listen", "127.0.0.1:0", "--seed", "24", "--data-dir"])
         .arg(dir.path())
         .env("HURTIGSPOR_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seeded = None;
-    for line in lines {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut seeded, mut addr) = (None, None);
+    for line in lines.by_ref() {
         let line = line.unwrap();
+        if let Some(rest) = line.trim().strip_prefix("listening on ") {
+            addr = rest.split_whitespace().next().map(str::to_owned);
+        }
         if line.contains("seeded") || line.contains("seeding stopped") {
             seeded = Some(line);
             break;
         }
     }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let seeded = seeded.expect("the seed reports when it is done");
+    assert!(seeded.contains("seeded 24 participants"), "{seeded}");
+
+    // Every sixth was taken through hurtigspor, one journey each: work after
+    // work training, a wage subsidy, back to the ordinary programme, and
+    // still in job matching. The report's dates per participant show them.
+    let addr = addr.expect("the gateway prints where it listens");
+    let token = dev_token(dir.path(), "admin");
+    let report = ["report", "--server", &addr, "--year", "2026", "--purpose", "statistics", "--csv"];
+    let listed = hurtigspor_as(Some(&token), &[&report[..], &["--participants"]].concat(), "");
+    let figures = hurtigspor_as(Some(&token), &report, "");
     child.kill().unwrap();
     child.wait().unwrap();
-    let seeded = seeded.expect("the seed reports when it is done");
-    assert!(seeded.contains("seeded 12 participants"), "{seeded}");
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(text(&listed.stderr).contains("4 participants in all"), "{}", text(&listed.stderr));
+    let rows: Vec<Vec<String>> =
+        text(&listed.stdout).lines().map(|l| l.split(',').map(str::to_owned).collect()).collect();
+    assert_eq!(rows.len(), 5, "a header and four participants: {rows:?}");
+    let column = |name: &str| rows[0].iter().position(|c| c == name).unwrap();
+    let with = |name: &str| rows[1..].iter().filter(|r| !r[column(name)].is_empty()).count();
+    assert_eq!(with("hurtigspor_start"), 4);
+    assert_eq!((with("first_work_training_start"), with("work_full_start")), (1, 1));
+    assert_eq!((with("first_wage_subsidy_start"), with("back_to_ordinary")), (1, 1));
+    assert_eq!(with("hurtigspor_end"), 2, "work and back to ordinary end it; the other two are still in it");
+    let figures = text(&figures.stdout);
+    let figures: Vec<&str> = figures.lines().collect();
+    assert!(figures[1].starts_with("all,2026,4,24,"), "{figures:?}");
 }

@@ -6,11 +6,12 @@ use hurtigspor_gateway::auth::{BearerToken, Claims, OrgClaim, dev};
 use hurtigspor_proto::v1::{
     CreateParticipantRequest, EndMeasureRequest, EndProgrammeRequest, GetHurtigsporReportRequest,
     GetParticipantRequest, GetSyncStatusRequest, ListAuditEntriesRequest, ListFailedDeliveriesRequest,
-    ListInboundChangesRequest, ListParticipantsRequest, LookupParticipantRequest, OpenRecognitionCaseRequest,
-    RecordCompetenceMappingRequest, RecordMeasureRequest, ReingestInboundChangesRequest, RetryDeliveriesRequest,
-    TransitionHurtigsporRequest, UpdateIndividualPlanRequest, UpdateParticipantRequest, WatchChangesRequest,
-    audit_service_client::AuditServiceClient, participant_service_client::ParticipantServiceClient,
-    reporting_service_client::ReportingServiceClient, sync_service_client::SyncServiceClient,
+    ListHurtigsporParticipantsRequest, ListInboundChangesRequest, ListParticipantsRequest, LookupParticipantRequest,
+    OpenRecognitionCaseRequest, RecordCompetenceMappingRequest, RecordMeasureRequest, ReingestInboundChangesRequest,
+    RetryDeliveriesRequest, TransitionHurtigsporRequest, UpdateIndividualPlanRequest, UpdateParticipantRequest,
+    WatchChangesRequest, audit_service_client::AuditServiceClient,
+    participant_service_client::ParticipantServiceClient, reporting_service_client::ReportingServiceClient,
+    sync_service_client::SyncServiceClient,
 };
 use std::path::Path;
 use tonic::{Code, Status};
@@ -92,6 +93,17 @@ async fn call_every_method(app: &TestApp, token: Option<&str>, name: &str) -> Ve
             "GetHurtigsporReport",
             unit(
                 r.get_hurtigspor_report(GetHurtigsporReportRequest { kommunenummer: "0301".into(), year: 2026 }).await,
+            ),
+        ),
+        (
+            "ListHurtigsporParticipants",
+            unit(
+                r.list_hurtigspor_participants(ListHurtigsporParticipantsRequest {
+                    kommunenummer: "0301".into(),
+                    year: 2026,
+                    ..Default::default()
+                })
+                .await,
             ),
         ),
     ]
@@ -185,11 +197,18 @@ async fn scopes_decide_what_a_valid_token_may_do() {
         let denied = matches!(&result, Err(s) if s.code() == Code::PermissionDenied);
         assert_eq!(denied, !reads.contains(&method), "{method}: {result:?}");
     }
-    // The reports scope gives the report and nothing else.
+    // The reports scope gives the figures and nothing else; with the
+    // participants scope too, the dates per participant.
     let reports_only = signed(dir, &claims(ADMIN, &["hurtigspor:reports.read"]));
     for (method, result) in call_every_method(&app, Some(&reports_only), &p.name).await {
         let denied = matches!(&result, Err(s) if s.code() == Code::PermissionDenied);
         assert_eq!(denied, method != "GetHurtigsporReport", "{method}: {result:?}");
+    }
+    let both = signed(dir, &claims(ADMIN, &["hurtigspor:reports.read", "hurtigspor:participants.read"]));
+    let reports = ["GetHurtigsporReport", "ListHurtigsporParticipants"];
+    for (method, result) in call_every_method(&app, Some(&both), &p.name).await {
+        let denied = matches!(&result, Err(s) if s.code() == Code::PermissionDenied);
+        assert_eq!(denied, !reads.contains(&method) && !reports.contains(&method), "{method}: {result:?}");
     }
     // Health needs no token at all.
     let mut health = tonic_health::pb::health_client::HealthClient::new(
