@@ -217,8 +217,8 @@ fn main() {
             peak as f64 / base_peak.max(1) as f64
         );
         println!(
-            "  every participant's dates, in {:>3} pages: {:>7.0} ms  peak memory {:>7.2} MiB  {:.2}x  {:.3}x",
-            total.div_ceil(500),
+            "{:<38}{:>7.0} ms  peak memory {:>7.2} MiB  {:.2}x  {:.3}x",
+            format!("  dates per participant, {} pages:", total.div_ceil(500)),
             list_secs * 1e3,
             mib(list_peak),
             list_secs / base_secs,

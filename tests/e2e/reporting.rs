@@ -18,6 +18,16 @@ async fn reports(app: &TestApp, who: &str) -> ReportingServiceClient<Authed> {
     ReportingServiceClient::new(channel(app.addr, &dev_token(app, who)).await)
 }
 
+/// The audit log's entries for `method`, oldest first.
+async fn audit_entries(app: &TestApp, method: &str) -> Vec<hurtigspor_proto::v1::AuditEntry> {
+    AuditServiceClient::new(channel(app.addr, &app.token).await)
+        .list_audit_entries(ListAuditEntriesRequest { method: method.into(), page_size: 100, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+}
+
 fn ask(kommunenummer: &str, year: i32) -> GetHurtigsporReportRequest {
     GetHurtigsporReportRequest { kommunenummer: kommunenummer.into(), year }
 }
@@ -98,16 +108,7 @@ async fn a_kommune_gets_its_own_figures_and_nav_the_country() {
     assert_eq!(r.programme_participants, 1);
 
     // Every call was audited with its purpose, naming no participant.
-    let entries = AuditServiceClient::new(channel(app.addr, &app.token).await)
-        .list_audit_entries(ListAuditEntriesRequest {
-            method: "ReportingService/GetHurtigsporReport".into(),
-            page_size: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let entries = audit_entries(&app, "ReportingService/GetHurtigsporReport").await;
     let outcomes: Vec<&str> = entries.iter().map(|e| e.outcome.as_str()).collect();
     assert_eq!(outcomes, ["OK", "OK", "PERMISSION_DENIED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "OK", "OK", "OK"]);
     assert!(entries.iter().all(|e| e.purpose == PURPOSE && e.participant.is_empty()), "{entries:?}");
@@ -205,16 +206,7 @@ async fn the_dates_per_participant_page_by_page_each_read_audited() {
     );
 
     // One audit entry per participant listed, with the purpose.
-    let entries = AuditServiceClient::new(channel(app.addr, &app.token).await)
-        .list_audit_entries(ListAuditEntriesRequest {
-            method: "ReportingService/ListHurtigsporParticipants".into(),
-            page_size: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let entries = audit_entries(&app, "ReportingService/ListHurtigsporParticipants").await;
     let read: Vec<(&str, &str)> = entries
         .iter()
         .filter(|e| e.outcome == "OK")
