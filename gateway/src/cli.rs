@@ -330,8 +330,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(t) => t,
                 None => dev_token(Path::new(".hurtigspor-dev"), "admin")?,
             };
-            let asked = Asked { kommunenummer: kommune.unwrap_or_default(), year, csv };
-            report(&server, tls, &token, purpose.as_deref(), asked, participants).await
+            let asked = Asked { kommunenummer: kommune.unwrap_or_default(), year, csv, participants };
+            report(&server, tls, &token, purpose.as_deref(), asked).await
         }
         Command::Audit { command: AuditCommand::Verify { config, data_dir, expect_head } } => {
             // Without a config, a data directory of a dev gateway: its keys
@@ -573,13 +573,7 @@ async fn seed_participants(server: &str, token: &str, n: u32) -> anyhow::Result<
 /// dev gateway's report has something to show: by `k`, work training and
 /// then work of 100 %, a wage subsidy, back to the ordinary programme, or
 /// still in job matching.
-async fn seed_journey(
-    client: &ParticipantServiceClient<
-        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerToken>,
-    >,
-    name: &str,
-    k: u32,
-) -> anyhow::Result<()> {
+async fn seed_journey(client: &ParticipantServiceClient<Authed>, name: &str, k: u32) -> anyhow::Result<()> {
     use hurtigspor_proto::v1::{
         DecisionMaker, EndMeasureRequest, Measure, MeasureKind, MeasureStatus, Outcome, OutcomeKind,
         RecordMeasureRequest, TransitionHurtigsporRequest, UpdateParticipantRequest,
@@ -820,21 +814,19 @@ fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow::Result<()
     }
 }
 
+/// A channel whose every call carries the bearer token (and purpose).
+type Authed = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerToken>;
+
 /// What `report` asks for, and how it is printed.
 struct Asked {
     kommunenummer: String,
     year: i32,
     csv: bool,
+    /// The dates per participant instead of the figures.
+    participants: bool,
 }
 
-async fn report(
-    server: &str,
-    tls: ClientTls,
-    token: &str,
-    purpose: Option<&str>,
-    asked: Asked,
-    participants: bool,
-) -> anyhow::Result<()> {
+async fn report(server: &str, tls: ClientTls, token: &str, purpose: Option<&str>, asked: Asked) -> anyhow::Result<()> {
     let Some(purpose) = purpose else {
         bail!(
             "a report is read for a reason written to the audit log: pass --purpose <code>, e.g. --purpose statistics"
@@ -843,7 +835,7 @@ async fn report(
     let channel = tls.connect(server).await?;
     let interceptor = BearerToken::new(token)?.with_purpose(purpose)?;
     let mut client = ReportingServiceClient::with_interceptor(channel, interceptor);
-    let Asked { kommunenummer, year, csv } = asked;
+    let Asked { kommunenummer, year, csv, participants } = asked;
     if participants {
         return report_participants(&mut client, kommunenummer, year, csv).await;
     }
@@ -863,9 +855,7 @@ async fn report(
 /// Every page of the per-participant dates, printed as it arrives (CSV, or
 /// aligned columns), with the running count on stderr.
 async fn report_participants(
-    client: &mut ReportingServiceClient<
-        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerToken>,
-    >,
+    client: &mut ReportingServiceClient<Authed>,
     kommunenummer: String,
     year: i32,
     csv: bool,

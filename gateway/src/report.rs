@@ -211,6 +211,11 @@ impl Fold {
     }
 }
 
+/// 31 December of `year`; `None` for a year chrono cannot represent.
+fn last_day(year: i32) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(year, 12, 31)
+}
+
 /// Folds a whole history, oldest version first.
 pub fn derive(id: &str, history: impl IntoIterator<Item = Participant>) -> Derived {
     let mut fold = Fold::new(id);
@@ -231,7 +236,7 @@ impl Derived {
     /// after it belongs to a later year's form (and, after a move, to
     /// another kommune), so it is left out, and a period open then is open.
     pub fn dates(&self, year: i32) -> HurtigsporParticipantDates {
-        let last = NaiveDate::from_ymd_opt(year, 12, 31).unwrap_or(NaiveDate::MAX);
+        let last = last_day(year).unwrap_or(NaiveDate::MAX);
         let d = |d: Option<NaiveDate>| d.filter(|d| *d <= last).map(to_proto);
         HurtigsporParticipantDates {
             participant: crate::store::resource_name(&self.id),
@@ -251,7 +256,7 @@ impl Derived {
 
     /// The kommune the participant counts for in `year`.
     pub fn kommune_in(&self, year: i32) -> Option<&str> {
-        let end = NaiveDate::from_ymd_opt(year, 12, 31)?;
+        let end = last_day(year)?;
         self.kommuner.iter().rev().find(|(day, _)| *day <= end).or(self.kommuner.first()).map(|(_, k)| k.as_str())
     }
 }
@@ -305,8 +310,7 @@ pub struct Tally {
 impl Tally {
     /// `None` for a year chrono cannot represent.
     pub fn new(kommune: Option<&str>, year: i32, as_of: NaiveDate) -> Option<Self> {
-        let span =
-            Year { first: NaiveDate::from_ymd_opt(year, 1, 1)?, last: NaiveDate::from_ymd_opt(year, 12, 31)?, as_of };
+        let span = Year { first: NaiveDate::from_ymd_opt(year, 1, 1)?, last: last_day(year)?, as_of };
         Some(Self {
             kommune: kommune.map(str::to_owned),
             year,

@@ -18,11 +18,6 @@ const OSLO: &str = "0192:900000014";
 const BERGEN: &str = "0192:900000022";
 const VENDOR: &str = "0192:900000103";
 
-fn dev_token(app: &TestApp, who: &str) -> String {
-    let text = std::fs::read_to_string(app.dir.path().join("dev-tokens.json")).unwrap();
-    serde_json::from_str::<serde_json::Value>(&text).unwrap()[who].as_str().unwrap().to_owned()
-}
-
 async fn audit_client(app: &TestApp) -> AuditServiceClient<Authed> {
     AuditServiceClient::new(channel(app.addr, &app.token).await)
 }

@@ -235,11 +235,6 @@ async fn dev_tokens_are_written_for_scripts() {
     }
 }
 
-fn dev_token(app: &TestApp, who: &str) -> String {
-    let text = std::fs::read_to_string(app.dir.path().join("dev-tokens.json")).unwrap();
-    serde_json::from_str::<serde_json::Value>(&text).unwrap()[who].as_str().unwrap().to_owned()
-}
-
 /// Each kommune sees, lists, looks up, streams and changes only its own
 /// participants; another kommune's is NOT_FOUND, so its existence does not
 /// leak. NAV sees all, and changes only what NAV owns.

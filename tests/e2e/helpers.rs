@@ -272,6 +272,13 @@ pub fn token_for(data_dir: &Path, issuer: &str, who: &str, scopes: &[&str]) -> S
     dev::sign(&key, &claims).unwrap()
 }
 
+/// The dev gateway's ready token for `who` (`admin`, `nav`, `kommune_0301`,
+/// `kommune_4601`), from its `dev-tokens.json`.
+pub fn dev_token(app: &TestApp, who: &str) -> String {
+    let text = std::fs::read_to_string(app.dir.path().join("dev-tokens.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()[who].as_str().unwrap().to_owned()
+}
+
 /// Every scope there is.
 pub const ALL_SCOPES: [&str; 5] = [
     "hurtigspor:participants.read",

@@ -9,11 +9,6 @@ use hurtigspor_proto::v1::{
 };
 use tonic::Code;
 
-fn dev_token(app: &TestApp, who: &str) -> String {
-    let text = std::fs::read_to_string(app.dir.path().join("dev-tokens.json")).unwrap();
-    serde_json::from_str::<serde_json::Value>(&text).unwrap()[who].as_str().unwrap().to_owned()
-}
-
 async fn reports(app: &TestApp, who: &str) -> ReportingServiceClient<Authed> {
     ReportingServiceClient::new(channel(app.addr, &dev_token(app, who)).await)
 }

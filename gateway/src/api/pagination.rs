@@ -14,8 +14,6 @@ const VERSION: u8 = 1;
 const KEY_VERSION: u8 = 2;
 const FILTER_LEN: usize = 16;
 const TAG_LEN: usize = 16;
-/// The longest key a token carries.
-const MAX_KEY_LEN: usize = 128;
 
 /// The page size asked for (0: the default), at most the maximum; a
 /// negative one is a field violation.
@@ -86,6 +84,11 @@ fn open(keys: &Keys, token: &str, version: u8, filter: [u8; FILTER_LEN]) -> Resu
     Ok(position.to_vec())
 }
 
+/// A genuine token whose position is not of the kind this listing uses.
+fn not_this_listing() -> Error {
+    Error::invalid("page_token", "INVALID_PAGE_TOKEN", "is not a page token of this listing; start again without it")
+}
+
 pub fn encode(keys: &Keys, after: i64, filter: [u8; FILTER_LEN]) -> String {
     seal(keys, VERSION, &after.to_be_bytes(), filter)
 }
@@ -94,32 +97,19 @@ pub fn encode(keys: &Keys, after: i64, filter: [u8; FILTER_LEN]) -> String {
 /// came from elsewhere, or was issued for other filters.
 pub fn decode(keys: &Keys, token: &str, filter: [u8; FILTER_LEN]) -> Result<i64, Error> {
     let position = open(keys, token, VERSION, filter)?;
-    let bytes: [u8; 8] = position.as_slice().try_into().map_err(|_| {
-        Error::invalid(
-            "page_token",
-            "INVALID_PAGE_TOKEN",
-            "is not a page token of this listing; start again without it",
-        )
-    })?;
+    let bytes: [u8; 8] = position.as_slice().try_into().map_err(|_| not_this_listing())?;
     Ok(i64::from_be_bytes(bytes))
 }
 
-/// A token continuing after `key` (at most 128 bytes; the caller's own ids).
+/// A token continuing after `key` (an id: the token grows with it).
 pub fn encode_key(keys: &Keys, key: &str, filter: [u8; FILTER_LEN]) -> String {
-    debug_assert!(key.len() <= MAX_KEY_LEN, "page token keys are ids");
     seal(keys, KEY_VERSION, key.as_bytes(), filter)
 }
 
 /// The key a token from [`encode_key`] continues after.
 pub fn decode_key(keys: &Keys, token: &str, filter: [u8; FILTER_LEN]) -> Result<String, Error> {
     let position = open(keys, token, KEY_VERSION, filter)?;
-    String::from_utf8(position).map_err(|_| {
-        Error::invalid(
-            "page_token",
-            "INVALID_PAGE_TOKEN",
-            "is not a page token of this listing; start again without it",
-        )
-    })
+    String::from_utf8(position).map_err(|_| not_this_listing())
 }
 
 #[cfg(test)]
