@@ -5,6 +5,7 @@
 //! instead of being written into each.
 
 pub mod arena;
+pub mod clock;
 pub mod nir;
 pub mod nokut;
 pub mod resilience;

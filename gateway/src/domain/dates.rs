@@ -1,7 +1,7 @@
 //! `google.type.Date` <-> `chrono::NaiveDate`, with validation.
 
 use crate::error::Violations;
-use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{Datelike, NaiveDate};
 use hurtigspor_proto::google::r#type::Date;
 
 pub fn to_proto(d: NaiveDate) -> Date {
@@ -40,26 +40,7 @@ pub fn required(d: Option<&Date>, field: &str, v: &mut Violations) -> Option<Nai
     optional(d, field, v)
 }
 
-/// The calendar date in Norway (Europe/Oslo) at `now`: CET, and CEST from
-/// the last Sunday of March to the last Sunday of October, switching at 01:00
-/// UTC (the EU rule). "Today" in every rule means Norwegian today.
-pub fn oslo_date(now: DateTime<Utc>) -> NaiveDate {
-    let last_sunday = |month: u32| {
-        let first_next = if month == 12 {
-            NaiveDate::from_ymd_opt(now.year() + 1, 1, 1)
-        } else {
-            NaiveDate::from_ymd_opt(now.year(), month + 1, 1)
-        }
-        .expect("valid date");
-        let last = first_next.pred_opt().expect("valid date");
-        let back = last.weekday().num_days_from_sunday();
-        last - Duration::days(i64::from(back))
-    };
-    let switch = |d: NaiveDate| Utc.from_utc_datetime(&d.and_hms_opt(1, 0, 0).expect("valid time"));
-    let summer = now >= switch(last_sunday(3)) && now < switch(last_sunday(10));
-    let offset = if summer { 2 } else { 1 };
-    (now + Duration::hours(offset)).date_naive()
-}
+pub use hurtigspor_adapters::clock::oslo_date;
 
 /// Inclusive number of days in `start..=end`.
 pub fn days_inclusive(start: NaiveDate, end: NaiveDate) -> i64 {
@@ -69,23 +50,6 @@ pub fn days_inclusive(start: NaiveDate, end: NaiveDate) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(s: &str) -> DateTime<Utc> {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn norwegian_today() {
-        let d = |y, m, dd| NaiveDate::from_ymd_opt(y, m, dd).unwrap();
-        assert_eq!(oslo_date(at("2026-11-23T22:59:59Z")), d(2026, 11, 23));
-        assert_eq!(oslo_date(at("2026-11-23T23:00:00Z")), d(2026, 11, 24), "CET is UTC+1");
-        assert_eq!(oslo_date(at("2026-07-01T21:59:59Z")), d(2026, 7, 1));
-        assert_eq!(oslo_date(at("2026-07-01T22:00:00Z")), d(2026, 7, 2), "CEST is UTC+2");
-        // 2026's switches: 29 March and 25 October, at 01:00 UTC.
-        assert_eq!(oslo_date(at("2026-03-28T22:30:00Z")), d(2026, 3, 28), "still CET");
-        assert_eq!(oslo_date(at("2026-10-24T22:30:00Z")), d(2026, 10, 25), "still CEST");
-        assert_eq!(oslo_date(at("2026-12-31T23:30:00Z")), d(2027, 1, 1));
-    }
 
     #[test]
     fn round_trip_and_validation() {
