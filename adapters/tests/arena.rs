@@ -193,3 +193,25 @@ async fn leaving_the_programme_deregisters_the_relation() {
     assert_eq!((rel[0]["ER_AKTIV"].as_str(), rel[0]["DATO_TIL"].as_str()), (Some("N"), Some("2026-10-30 00:00:00")));
     assert!(s.target.reconcile(&ended, &delivery(2)).await.unwrap().operations.is_empty());
 }
+
+/// A plan goal that starts on New Year's Day, reconciled half an hour
+/// before midnight UTC: in Oslo the new year has begun, so the activity is
+/// under way, not planned. An hour earlier it is still planned.
+#[tokio::test]
+async fn an_activity_starts_at_midnight_in_oslo_not_at_midnight_utc() {
+    use hurtigspor_adapters::clock::Clock;
+    let status_at = |instant: &str| {
+        let instant = instant.to_owned();
+        async move {
+            let s = setup().await;
+            let target = s.target.with_clock(Clock::fixed(instant.parse().unwrap()));
+            let mut p = candidate();
+            p.plan.as_mut().unwrap().goals[0].start_date = date(2027, 1, 1);
+            target.reconcile(&p, &delivery(1)).await.unwrap();
+            let activities = s.mock.state()["aktiviteter"].as_array().unwrap().clone();
+            activities[0]["STATUS"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(status_at("2026-12-31T22:30:00Z").await, "PLANLAGT", "23:30 in Oslo on New Year's Eve");
+    assert_eq!(status_at("2026-12-31T23:30:00Z").await, "GJENNOMFORES", "00:30 in Oslo, 23:30 UTC");
+}

@@ -18,7 +18,7 @@ use hurtigspor_gateway::{
     audit::AuditKey,
     domain::dates::to_proto,
     report::{Fold, Tally, compute, participants},
-    store::{ChangeKind, Mutation, NewParticipant, Origin, Store, sqlite::SqliteStore},
+    store::{ChangeKind, Location, Mutation, NewParticipant, Origin, Store, StoreOptions},
 };
 use hurtigspor_proto::v1::{
     Hurtigspor, HurtigsporReport, HurtigsporStatus, HurtigsporTransition, Measure, MeasureKind, MeasureStatus, Outcome,
@@ -129,8 +129,9 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
-        let (store, _) = SqliteStore::open(&dir.path().join("report.db"), AuditKey::new(rand::random())).unwrap();
-        let store = Arc::new(store);
+        let location = Location::Sqlite(dir.path().join("report.db"));
+        let (store, _) =
+            hurtigspor_gateway::store::open(StoreOptions::new(location, AuditKey::new(rand::random()))).await.unwrap();
         eprintln!("registering {total} participants with two versions each ...");
         let next = Arc::new(AtomicUsize::new(0));
         let writers: Vec<_> = (0..64)

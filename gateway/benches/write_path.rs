@@ -13,7 +13,7 @@ use hurtigspor_gateway::{
     audit::{AuditEntry, AuditKey},
     config::Config,
     domain::national_id::testing::synthetic_fnr,
-    store::{NewParticipant, Origin, Store, sqlite::SqliteStore},
+    store::{Location, NewParticipant, Origin, StoreOptions, WriteStats},
 };
 use hurtigspor_proto::{
     google::r#type::Date,
@@ -69,12 +69,13 @@ where
 }
 
 async fn store_level(total: usize) {
-    println!("store: SqliteStore::create, WAL + synchronous=FULL, {total} writes per run");
+    println!("store: create on the embedded store (SQLite, WAL + synchronous=FULL), {total} writes per run");
     let mut baseline = None;
     for concurrency in CONCURRENCY {
         let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
-        let (store, _) = SqliteStore::open(&dir.path().join("bench.db"), AuditKey::new(rand::random())).unwrap();
-        let store = Arc::new(store);
+        let location = Location::Sqlite(dir.path().join("bench.db"));
+        let (store, _) =
+            hurtigspor_gateway::store::open(StoreOptions::new(location, AuditKey::new(rand::random()))).await.unwrap();
         let s = store.clone();
         let rate = drive(total, concurrency, move |n| {
             let s = s.clone();
@@ -100,7 +101,7 @@ async fn store_level(total: usize) {
             }
         })
         .await;
-        let (writes, commits) = store.write_stats();
+        let WriteStats { writes, commits } = store.write_stats();
         store.close().await;
         let base = *baseline.get_or_insert(rate);
         println!(
@@ -170,8 +171,9 @@ async fn grpc_level(total: usize) {
 async fn audited_reads(total: usize) {
     println!("store: reads, unaudited and audited (entry committed before the answer), {total} reads per run");
     let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
-    let (store, _) = SqliteStore::open(&dir.path().join("reads.db"), AuditKey::new(rand::random())).unwrap();
-    let store = Arc::new(store);
+    let location = Location::Sqlite(dir.path().join("reads.db"));
+    let (store, _) =
+        hurtigspor_gateway::store::open(StoreOptions::new(location, AuditKey::new(rand::random()))).await.unwrap();
     const PEOPLE: usize = 1000;
     for n in 0..PEOPLE {
         let hash: [u8; 32] = rand::random();

@@ -6,7 +6,7 @@ use crate::{
     auth::BearerToken,
     config::{Config, Mode, Overrides},
     crypto::Keyring,
-    store::sqlite::{Rotation, SqliteStore, SyncConfig},
+    store::{self, Location, Rotation, StoreOptions},
     telemetry,
 };
 use anyhow::{Context, bail};
@@ -290,26 +290,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate { config, data_dir } => {
             let config =
                 Config::load(config.as_deref(), Config::default(), Overrides { data_dir, ..Default::default() })?;
-            let path = config.database_path();
-            let keyring = Arc::new(Keyring::load(&config)?);
-            // Migrating appends nothing to the audit log: its key is not needed.
-            let (store, report) = SqliteStore::open_with(
-                &path,
-                SyncConfig::default(),
-                keyring,
-                crate::audit::AuditKey::new(rand::random()),
-            )
-            .with_context(|| format!("cannot migrate {}", path.display()))?;
-            crate::store::Store::close(&store).await;
+            let location = Location::of(&config);
+            // The keys serve would need are checked here too, and seal what
+            // a migration sets aside in plain text; the audit log is not
+            // touched, so its key is not needed.
+            let keyring = Keyring::load(&config)?;
+            let report =
+                store::migrate(&location, Some(&keyring)).with_context(|| format!("cannot migrate {location}"))?;
             if report.applied.is_empty() {
-                println!("{}: schema is up to date (version {})", path.display(), report.current);
+                println!("{location}: schema is up to date (version {})", report.current);
             } else {
-                println!(
-                    "{}: applied migrations {:?}; schema version {}",
-                    path.display(),
-                    report.applied,
-                    report.current
-                );
+                println!("{location}: applied migrations {:?}; schema version {}", report.applied, report.current);
             }
             Ok(())
         }
@@ -350,27 +341,19 @@ async fn rotate_key(config: &Config, batch: usize) -> anyhow::Result<()> {
         bail!("there is no database at {}; pass the gateway's data directory with --data-dir", path.display());
     }
     let keyring = Arc::new(Keyring::load(config)?);
-    let (store, _) = SqliteStore::open_with(
-        &path,
-        SyncConfig::default(),
-        Arc::clone(&keyring),
+    let options = StoreOptions {
+        keyring: Arc::clone(&keyring),
         // Re-encrypting appends nothing to the audit log: its key is not needed.
-        crate::audit::AuditKey::new(rand::random()),
-    )
-    .with_context(|| format!("cannot open the database at {}", path.display()))?;
-    let store = Arc::new(store);
-    let rotation = tokio::task::spawn_blocking({
-        let store = Arc::clone(&store);
-        move || {
-            store.rotate_keys(batch, |done, total| {
-                eprintln!("re-encrypted {done}/{total}");
-                std::ops::ControlFlow::Continue(())
-            })
-        }
-    })
-    .await
-    .context("the rotation stopped unexpectedly")?;
-    crate::store::Store::close(store.as_ref()).await;
+        ..StoreOptions::new(Location::of(config), crate::audit::AuditKey::new(rand::random()))
+    };
+    let (store, _) =
+        store::open(options).await.with_context(|| format!("cannot open the database at {}", path.display()))?;
+    let progress: store::RotationProgress = Box::new(|done, total| {
+        eprintln!("re-encrypted {done}/{total}");
+        std::ops::ControlFlow::Continue(())
+    });
+    let rotation = store.rotate_keys(batch, progress).await;
+    store.close().await;
     let rotation = rotation
         .context("the rotation stopped; what it re-encrypted is kept: fix the cause and run `hurtigspor rotate-key` again to finish")?;
     for line in rotation_summary(&rotation, &keyring) {
@@ -791,10 +774,11 @@ fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow::Result<()
         );
     }
     let keys = crate::keys::Keys::load(config)?;
-    let result = crate::store::sqlite::verify_audit_log(&path, &keys.audit_key(), expect, 100_000, |checked, total| {
-        eprintln!("checked {checked}/{total} entries");
-    })
-    .with_context(|| format!("cannot read the audit log in {}", path.display()))?;
+    let result =
+        store::verify_audit_log(&Location::of(config), &keys.audit_key(), expect, 100_000, |checked, total| {
+            eprintln!("checked {checked}/{total} entries");
+        })
+        .with_context(|| format!("cannot read the audit log in {}", path.display()))?;
     match result {
         Ok(head) => {
             println!("audit log intact: {} entries; head {}:{}", head.entries, head.sequence, hex::encode(&head.hash));

@@ -7,7 +7,7 @@
 
 use crate::{
     inbound::nokut::{WebhookError, entry, verify_webhook},
-    store::Store,
+    store::Inbox,
 };
 use axum::{
     Router,
@@ -28,7 +28,7 @@ const MAX_BODY: usize = 256 * 1024;
 
 #[derive(Clone)]
 pub struct HttpState {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn Inbox>,
     /// NOKUT's webhook secret; without one, webhooks are refused.
     pub nokut_secret: Option<Arc<[u8]>>,
     /// Wakes the NOKUT ingester.

@@ -26,7 +26,7 @@
 use crate::{
     domain::dates::{from_proto, oslo_date, to_proto},
     error::Error,
-    store::{ChangeRecord, Store},
+    store::{ChangeLog, ChangeRecord},
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use hurtigspor_proto::{
@@ -436,7 +436,7 @@ pub const PAGE: usize = 500;
 /// time; calls `each` with each participant's dates until it breaks. Only
 /// one participant's history is held at once.
 pub async fn each_participant(
-    store: &dyn Store,
+    store: &dyn ChangeLog,
     after: Option<String>,
     page: usize,
     mut each: impl FnMut(Derived) -> ControlFlow<()>,
@@ -474,7 +474,7 @@ pub async fn each_participant(
 /// change log `page` entries at a time, one participant's history at a
 /// time. `None` if the year cannot be represented.
 pub async fn compute(
-    store: &dyn Store,
+    store: &dyn ChangeLog,
     kommune: Option<&str>,
     year: i32,
     as_of: NaiveDate,
@@ -494,7 +494,7 @@ pub async fn compute(
 /// at most `limit`, and whether more follow. `None` if the year cannot be
 /// represented.
 pub async fn participants(
-    store: &dyn Store,
+    store: &dyn ChangeLog,
     kommune: Option<&str>,
     year: i32,
     as_of: NaiveDate,
@@ -600,7 +600,7 @@ pub fn table(r: &HurtigsporReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MockStore;
+    use crate::store::MockChangeLog as MockStore;
     use hurtigspor_proto::v1::{Hurtigspor, HurtigsporTransition, Measure, Outcome, Programme};
 
     const E1: &str = "910000001";

@@ -13,10 +13,7 @@ use crate::{
     http::HttpState,
     inbound::{self, arena::ArenaFeed, nokut::NokutFeed},
     keys::Keys,
-    store::{
-        Store,
-        sqlite::{SqliteStore, SyncConfig},
-    },
+    store::{self, Location, Store, StoreOptions, SyncConfig},
     sync::{Dispatcher, RetryPolicy},
 };
 use anyhow::Context;
@@ -48,7 +45,7 @@ pub struct Gateway {
     listener: TcpListener,
     addr: SocketAddr,
     http: Option<(TcpListener, SocketAddr)>,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     api: ParticipantApi,
     audit_api: AuditApi,
     reporting_api: ReportingApi,
@@ -64,6 +61,8 @@ pub struct Gateway {
     dev_tokens: Option<serde_json::Map<String, serde_json::Value>>,
     /// TLS on the gRPC port, from `[tls]`.
     tls: Option<ServerTlsConfig>,
+    /// The time every rule and retry is decided at.
+    clock: Clock,
 }
 
 /// The token checker: from `[auth]`, or in dev mode (without `[auth]`) a
@@ -197,38 +196,52 @@ impl Gateway {
         let keyring = Arc::new(Keyring::load(&config)?);
         let (auth, dev_tokens) = authentication(&config).await?;
         let tls = config.tls.as_ref().map(crate::tls::server_config).transpose()?;
-        let path = config.database_path();
+        let location = Location::of(&config);
         let metrics = Arc::new(Metrics::new());
         let Targets { all: targets, arena, nokut, nokut_secret, nokut_webhook_url, mocks } =
             targets(&config, &metrics).await?;
         let wake = Arc::new(tokio::sync::Notify::new());
         let sync = SyncConfig { targets: targets.iter().map(|t| t.name().to_owned()).collect(), wake: wake.clone() };
-        let (store, report) = SqliteStore::open_with(&path, sync, keyring, keys.audit_key())
-            .with_context(|| format!("cannot open the database at {}", path.display()))?;
+        let options = StoreOptions {
+            location: location.clone(),
+            sync,
+            keyring,
+            audit_key: keys.audit_key(),
+            clock: clock.clone(),
+        };
+        let (store, report) =
+            store::open(options).await.with_context(|| format!("cannot open the database at {location}"))?;
         if !report.applied.is_empty() {
             tracing::info!(applied = ?report.applied, schema = report.current, "database migrated");
         }
-        let store = Arc::new(store);
         let rules = Rules {
             id_mode: if config.mode == Mode::Dev { IdMode::Test } else { IdMode::Production },
             programme: config.programme.clone(),
         };
         let id_mode = rules.id_mode;
         let api = ParticipantApi::new(
-            store.clone() as Arc<dyn Store>,
+            store.clone(),
+            store.clone(),
             rules,
             keys.clone(),
             config.limits.clone(),
             clock.clone(),
         );
-        let audit_api = AuditApi::new(store.clone() as Arc<dyn Store>, keys.clone(), config.limits.clone());
+        let audit_api = AuditApi::new(store.clone(), keys.clone(), config.limits.clone());
         let reporting_api =
-            ReportingApi::new(store.clone() as Arc<dyn Store>, keys.clone(), config.limits.clone(), clock.clone());
+            ReportingApi::new(store.clone(), store.clone(), keys.clone(), config.limits.clone(), clock.clone());
         let feeds = Feeds {
             arena: arena.map(|arena| {
-                Arc::new(ArenaFeed { arena, store: store.clone() as Arc<dyn Store>, keys, id_mode, clock })
+                Arc::new(ArenaFeed {
+                    arena,
+                    inbox: store.clone(),
+                    participants: store.clone(),
+                    keys,
+                    id_mode,
+                    clock: clock.clone(),
+                })
             }),
-            nokut: nokut.map(|nokut| Arc::new(NokutFeed { nokut, store: store.clone() as Arc<dyn Store> })),
+            nokut: nokut.map(|nokut| Arc::new(NokutFeed { nokut, store: store.clone() })),
             nokut_wake: Arc::new(tokio::sync::Notify::new()),
             nokut_secret,
             nokut_webhook_url,
@@ -250,7 +263,8 @@ impl Gateway {
             }
             None => None,
         };
-        let dispatcher = Arc::new(Dispatcher::new(store.clone() as Arc<dyn Store>, targets, wake, &config.sync));
+        let dispatcher =
+            Arc::new(Dispatcher::new(store.clone(), store.clone(), targets, wake, &config.sync, clock.clone()));
         Ok(Self {
             listener,
             addr,
@@ -267,6 +281,7 @@ impl Gateway {
             auth,
             dev_tokens,
             tls,
+            clock,
         })
     }
 
@@ -319,11 +334,8 @@ impl Gateway {
         };
         let authenticate = Authenticate(self.auth.clone(), limiter, certificates);
         let sync = InterceptedService::new(
-            SyncServiceServer::new(crate::api::sync::SyncApi::new(
-                self.store.clone() as Arc<dyn Store>,
-                limits.max_streams_per_client,
-            ))
-            .max_decoding_message_size(limits.max_message_bytes),
+            SyncServiceServer::new(crate::api::sync::SyncApi::new(self.store.clone(), limits.max_streams_per_client))
+                .max_decoding_message_size(limits.max_message_bytes),
             authenticate.clone(),
         );
         let reflection = InterceptedService::new(reflection, authenticate.clone());
@@ -353,7 +365,7 @@ impl Gateway {
         background.spawn(Arc::clone(&self.dispatcher).run(stopped.clone()));
         background.spawn(self.auth.clone().refresh_keys(stopped.clone()));
         let store: Arc<dyn Store> = self.store.clone();
-        let policy = RetryPolicy::from_settings(&self.config.sync);
+        let policy = RetryPolicy::from_settings(&self.config.sync, self.clock.clone());
         let poll = Duration::from_millis(self.config.sync.poll_interval_ms);
         let feeds = self.feeds;
         if let Some((listener, http_addr)) = self.http {

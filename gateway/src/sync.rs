@@ -6,9 +6,10 @@
 //! reason until replayed, and one participant's trouble holds up no other.
 
 use crate::{
+    clock::Clock,
     config::SyncSettings,
     error::Error,
-    store::{ChangeKind, Mutation, Origin, Store, SyncOutcome, SyncTask},
+    store::{ChangeKind, Mutation, Origin, Participants, SyncOutcome, SyncQueue, SyncTask},
 };
 use hurtigspor_adapters::{Applied, Delivery, Target, TargetError};
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -21,15 +22,23 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// Transient failures in a row before a delivery is marked failed.
     pub max_attempts: i64,
+    /// What "now" is when a retry is scheduled.
+    pub clock: Clock,
 }
 
 impl RetryPolicy {
-    pub fn from_settings(s: &SyncSettings) -> Self {
+    pub fn from_settings(s: &SyncSettings, clock: Clock) -> Self {
         Self {
             base: Duration::from_millis(s.retry_base_ms),
             max_delay: Duration::from_millis(s.retry_max_delay_ms),
             max_attempts: s.max_attempts,
+            clock,
         }
+    }
+
+    /// The instant `wait` from now.
+    pub fn after(&self, wait: Duration) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default()
     }
 }
 
@@ -42,7 +51,9 @@ impl RetryPolicy {
 }
 
 pub struct Dispatcher {
-    store: Arc<dyn Store>,
+    queue: Arc<dyn SyncQueue>,
+    /// Reads the record to deliver; keeps what a target assigned.
+    participants: Arc<dyn Participants>,
     targets: HashMap<String, Arc<dyn Target>>,
     wake: Arc<Notify>,
     policy: RetryPolicy,
@@ -58,17 +69,20 @@ fn version_of(etag: &str) -> Option<i64> {
 
 impl Dispatcher {
     pub fn new(
-        store: Arc<dyn Store>,
+        queue: Arc<dyn SyncQueue>,
+        participants: Arc<dyn Participants>,
         targets: Vec<Arc<dyn Target>>,
         wake: Arc<Notify>,
         settings: &SyncSettings,
+        clock: Clock,
     ) -> Self {
         let targets = targets.into_iter().map(|t| (t.name().to_owned(), t)).collect();
         Self {
-            store,
+            queue,
+            participants,
             targets,
             wake,
-            policy: RetryPolicy::from_settings(settings),
+            policy: RetryPolicy::from_settings(settings, clock),
             batch: settings.batch,
             lease: Duration::from_secs(settings.lease_secs),
         }
@@ -80,7 +94,7 @@ impl Dispatcher {
             if *stop.borrow() {
                 return;
             }
-            let tasks = match self.store.claim_sync(self.batch, self.lease).await {
+            let tasks = match self.queue.claim_sync(self.batch, self.lease).await {
                 Ok(tasks) => tasks,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot claim sync work; retrying");
@@ -121,7 +135,7 @@ impl Dispatcher {
         if failed {
             tracing::warn!(participant = %task.participant_id, target = %task.target, "delivery failed; replay it with RetryDeliveries once the cause is fixed");
         }
-        if let Err(e) = self.store.finish_sync(task, outcome).await {
+        if let Err(e) = self.queue.finish_sync(task, outcome).await {
             tracing::warn!(error = %e, "cannot record a delivery's outcome; it will be tried again");
         }
     }
@@ -130,7 +144,7 @@ impl Dispatcher {
         let Some(target) = self.targets.get(&task.target) else {
             return SyncOutcome::Failed { error: format!("no target named {} is configured", task.target) };
         };
-        let participant = match self.store.get(&task.participant_id).await {
+        let participant = match self.participants.get(&task.participant_id).await {
             Ok(Some(p)) => p,
             Ok(None) => return SyncOutcome::Failed { error: "the participant no longer exists".into() },
             Err(e) => return self.retry(task, e.to_string()),
@@ -158,15 +172,13 @@ impl Dispatcher {
                 let wait = wait.min(self.policy.max_delay);
                 SyncOutcome::Retry {
                     error: format!("{} asked us to wait {wait:?}", task.target),
-                    at: chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+                    at: self.policy.after(wait),
                 }
             }
             Err(TargetError::Transient(reason)) => self.retry(task, reason),
-            Err(TargetError::Deferred { wait, reason }) => SyncOutcome::Deferred {
-                error: reason,
-                at: chrono::Utc::now()
-                    + chrono::Duration::from_std(wait.min(self.policy.max_delay)).unwrap_or_default(),
-            },
+            Err(TargetError::Deferred { wait, reason }) => {
+                SyncOutcome::Deferred { error: reason, at: self.policy.after(wait.min(self.policy.max_delay)) }
+            }
         }
     }
 
@@ -175,7 +187,7 @@ impl Dispatcher {
             return SyncOutcome::Failed { error: format!("gave up after {} attempts: {error}", task.attempts + 1) };
         }
         let delay = self.policy.delay(task.attempts);
-        SyncOutcome::Retry { error, at: chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default() }
+        SyncOutcome::Retry { error, at: self.policy.after(delay) }
     }
 
     /// Stores identifiers a target assigned (NOKUT's case numbers) on the
@@ -190,7 +202,7 @@ impl Dispatcher {
         if numbers.is_empty() {
             return Ok(());
         }
-        self.store
+        self.participants
             .mutate(Mutation {
                 id: participant_id.to_owned(),
                 expected_etag: None,
@@ -228,7 +240,12 @@ mod tests {
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
-        let p = RetryPolicy { base: Duration::from_millis(100), max_delay: Duration::from_secs(2), max_attempts: 5 };
+        let p = RetryPolicy {
+            base: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+            max_attempts: 5,
+            clock: Clock::system(),
+        };
         for attempts in 0..10 {
             let d = p.delay(attempts);
             let nominal = Duration::from_millis(100 * (1 << attempts)).min(Duration::from_secs(2));

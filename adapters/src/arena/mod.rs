@@ -7,9 +7,9 @@ pub mod inbound;
 pub mod translate;
 pub mod wire;
 
+use crate::clock::Clock;
 use crate::{Applied, Delivery, Target, TargetError};
 use async_trait::async_trait;
-use chrono::NaiveDate;
 use hurtigspor_proto::v1::Participant;
 use reqwest::{Method, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
@@ -39,7 +39,8 @@ pub struct ArenaTarget {
     http: reqwest::Client,
     config: ArenaConfig,
     token: Mutex<Option<(String, Instant)>>,
-    today: fn() -> NaiveDate,
+    /// Decides whether a measure has started or ended: Norwegian today.
+    clock: Clock,
 }
 
 fn transient(e: impl std::fmt::Display) -> TargetError {
@@ -49,7 +50,13 @@ fn transient(e: impl std::fmt::Display) -> TargetError {
 impl ArenaTarget {
     pub fn new(config: ArenaConfig) -> Self {
         let http = reqwest::Client::builder().timeout(config.timeout).build().expect("HTTP client builds");
-        Self { http, config, token: Mutex::new(None), today: || chrono::Utc::now().date_naive() }
+        Self { http, config, token: Mutex::new(None), clock: Clock::system() }
+    }
+
+    /// The same target, deciding dates by `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// A valid access token, fetched when the cached one is missing or about
@@ -212,7 +219,7 @@ impl Target for ArenaTarget {
     }
 
     async fn reconcile(&self, participant: &Participant, delivery: &Delivery) -> Result<Applied, TargetError> {
-        let desired = translate::desired(participant, (self.today)())?;
+        let desired = translate::desired(participant, self.clock.today())?;
         if desired.relation == translate::Relation::NotNeeded {
             return Ok(Applied::default());
         }

@@ -7,7 +7,7 @@ use crate::{
     config::Limits,
     error::Error,
     keys::Keys,
-    store::{Store, resource_name},
+    store::{AuditLog, resource_name},
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use hurtigspor_proto::v1::{
@@ -17,13 +17,13 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct AuditApi {
-    store: Arc<dyn Store>,
+    store: Arc<dyn AuditLog>,
     keys: Keys,
     limits: Limits,
 }
 
 impl AuditApi {
-    pub fn new(store: Arc<dyn Store>, keys: Keys, limits: Limits) -> Self {
+    pub fn new(store: Arc<dyn AuditLog>, keys: Keys, limits: Limits) -> Self {
         Self { store, keys, limits }
     }
 }

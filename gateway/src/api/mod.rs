@@ -6,13 +6,13 @@ pub mod participants;
 pub mod reporting;
 pub mod sync;
 
-use crate::{audit::AuditEntry, auth::Caller, error::Error, store::Store};
+use crate::{audit::AuditEntry, auth::Caller, error::Error, store::AuditLog};
 
 /// The request's caller and audit entry. The entry is begun as soon as the
 /// caller is known, before `check` (scope and role): a refusal of a known
 /// caller is audited too.
 pub async fn begin<T>(
-    store: &dyn Store,
+    store: &dyn AuditLog,
     request: &tonic::Request<T>,
     method: &'static str,
     check: impl FnOnce(&tonic::Request<T>) -> Result<Caller, tonic::Status>,
@@ -73,7 +73,11 @@ impl RequestAudit {
 
     /// Like `finish`, for a success whose detail says what was shown (e.g.
     /// a stream's cursor range).
-    pub async fn finish_with_detail(mut self, store: &dyn Store, detail: Result<String, Error>) -> Result<(), Error> {
+    pub async fn finish_with_detail(
+        mut self,
+        store: &dyn AuditLog,
+        detail: Result<String, Error>,
+    ) -> Result<(), Error> {
         if let (Some(e), Ok(d)) = (&mut self.entry, &detail) {
             e.detail = Some(d.clone());
         }
@@ -83,7 +87,7 @@ impl RequestAudit {
     /// Writes the entries and returns the request's result. A request that
     /// succeeded but cannot be audited is answered UNAVAILABLE: no one reads
     /// a person without a trace.
-    pub async fn finish<T>(self, store: &dyn Store, result: Result<T, Error>) -> Result<T, Error> {
+    pub async fn finish<T>(self, store: &dyn AuditLog, result: Result<T, Error>) -> Result<T, Error> {
         let Some(mut entry) = self.entry else { return result };
         let detail = entry.detail.take();
         crate::audit::settle(&mut entry, &result);
@@ -101,7 +105,7 @@ impl RequestAudit {
     /// its code, the detail its ErrorInfo reason.
     pub async fn finish_status<T>(
         self,
-        store: &dyn Store,
+        store: &dyn AuditLog,
         result: Result<tonic::Response<T>, tonic::Status>,
     ) -> Result<tonic::Response<T>, tonic::Status> {
         let Some(mut entry) = self.entry else { return result };
@@ -121,7 +125,7 @@ impl RequestAudit {
 
     /// Writes the entries as they stand: one per participant, or one
     /// without a participant.
-    async fn write(self, store: &dyn Store) -> Result<(), Error> {
+    async fn write(self, store: &dyn AuditLog) -> Result<(), Error> {
         let Some(entry) = self.entry else { return Ok(()) };
         let method = entry.method.clone();
         let entries = if self.participants.is_empty() {

@@ -11,9 +11,9 @@ use crate::{
     },
     error::Error,
     keys::Keys,
-    store::{ChangeKind, IdempotencyKey, ListQuery, Mutation, NewParticipant, Origin, Store},
+    store::{AuditLog, ChangeKind, IdempotencyKey, ListQuery, Mutation, NewParticipant, Origin, Participants},
 };
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use hurtigspor_proto::v1::{
     CreateParticipantRequest, EndMeasureRequest, EndProgrammeRequest, GetParticipantRequest, HurtigsporStatus,
     ListParticipantsRequest, ListParticipantsResponse, LookupParticipantRequest, OpenRecognitionCaseRequest,
@@ -24,26 +24,11 @@ use prost::Message;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-/// The time source; tests can pin it.
-#[derive(Clone)]
-pub struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
-
-impl Clock {
-    pub fn system() -> Self {
-        Self(Arc::new(Utc::now))
-    }
-
-    pub fn fixed(t: DateTime<Utc>) -> Self {
-        Self(Arc::new(move || t))
-    }
-
-    pub fn now(&self) -> DateTime<Utc> {
-        (self.0)()
-    }
-}
+pub use crate::clock::Clock;
 
 pub struct ParticipantApi {
-    store: Arc<dyn Store>,
+    participants: Arc<dyn Participants>,
+    audit_log: Arc<dyn AuditLog>,
     rules: Rules,
     keys: Keys,
     limits: Limits,
@@ -51,8 +36,15 @@ pub struct ParticipantApi {
 }
 
 impl ParticipantApi {
-    pub fn new(store: Arc<dyn Store>, rules: Rules, keys: Keys, limits: Limits, clock: Clock) -> Self {
-        Self { store, rules, keys, limits, clock }
+    pub fn new(
+        participants: Arc<dyn Participants>,
+        audit_log: Arc<dyn AuditLog>,
+        rules: Rules,
+        keys: Keys,
+        limits: Limits,
+        clock: Clock,
+    ) -> Self {
+        Self { participants, audit_log, rules, keys, limits, clock }
     }
 
     fn today(&self) -> NaiveDate {
@@ -89,7 +81,7 @@ impl ParticipantApi {
     /// resource name of another kommune's participant is not given.
     async fn already_exists(&self, existing: String, who: &Caller) -> Error {
         let id = existing.trim_start_matches("participants/");
-        let visible = match self.store.get(id).await {
+        let visible = match self.participants.get(id).await {
             Ok(Some(p)) => who.sees(&p.kommunenummer),
             _ => false,
         };
@@ -117,7 +109,7 @@ impl ParticipantApi {
 
     /// Writes the request's audit entries, then answers.
     async fn respond<T>(&self, audit: RequestAudit, result: Result<T, Error>) -> Result<Response<T>, Status> {
-        Ok(Response::new(audit.finish(&*self.store, result).await?))
+        Ok(Response::new(audit.finish(&*self.audit_log, result).await?))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -132,7 +124,7 @@ impl ParticipantApi {
         apply: impl FnOnce(&mut Participant) -> Result<(), Error> + Send + 'static,
     ) -> Result<Participant, Error> {
         let committed = self
-            .store
+            .participants
             .mutate(Mutation {
                 id: id.clone(),
                 expected_etag: (!etag.is_empty()).then(|| etag.to_owned()),
@@ -182,7 +174,7 @@ impl ParticipantService for ParticipantApi {
         request: Request<CreateParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
         let (who, mut audit) =
-            begin(&*self.store, &request, method!("CreateParticipant"), |r| writer(r, false)).await?;
+            begin(&*self.audit_log, &request, method!("CreateParticipant"), |r| writer(r, false)).await?;
         audited!(self, audit, {
             audit.purpose(Some(require_purpose(request.metadata())?));
             let req = request.into_inner();
@@ -199,7 +191,7 @@ impl ParticipantService for ParticipantApi {
             }
             let id = new_participant_id();
             let committed = self
-                .store
+                .participants
                 .create(NewParticipant {
                     id: id.clone(),
                     national_id_hash: self.keys.national_id_hash(&valid.national_id),
@@ -222,12 +214,13 @@ impl ParticipantService for ParticipantApi {
 
     async fn get_participant(&self, request: Request<GetParticipantRequest>) -> Result<Response<Participant>, Status> {
         let (who, mut audit) =
-            begin(&*self.store, &request, method!("GetParticipant"), |r| caller(r, Scope::ParticipantsRead)).await?;
+            begin(&*self.audit_log, &request, method!("GetParticipant"), |r| caller(r, Scope::ParticipantsRead))
+                .await?;
         audited!(self, audit, {
             let id = Self::target(audit, &request.get_ref().name)?;
             audit.purpose(Some(require_purpose(request.metadata())?));
             let p = self
-                .store
+                .participants
                 .get(&id)
                 .await?
                 .filter(|p| who.sees(&p.kommunenummer))
@@ -242,7 +235,8 @@ impl ParticipantService for ParticipantApi {
         request: Request<ListParticipantsRequest>,
     ) -> Result<Response<ListParticipantsResponse>, Status> {
         let (who, mut audit) =
-            begin(&*self.store, &request, method!("ListParticipants"), |r| caller(r, Scope::ParticipantsRead)).await?;
+            begin(&*self.audit_log, &request, method!("ListParticipants"), |r| caller(r, Scope::ParticipantsRead))
+                .await?;
         audited!(self, audit, {
             audit.purpose(Some(require_purpose(request.metadata())?));
             let req = request.into_inner();
@@ -283,7 +277,7 @@ impl ParticipantService for ParticipantApi {
                 (Role::Kommune, None) => Some(who.kommuner.clone()),
                 (_, k) => k.map(|k| vec![k]),
             };
-            let page = self.store.list(ListQuery { kommuner, hurtigspor_status: status, after, limit }).await?;
+            let page = self.participants.list(ListQuery { kommuner, hurtigspor_status: status, after, limit }).await?;
             let next_page_token = match (page.more, page.last_position) {
                 (true, Some(last)) => pagination::encode(&self.keys, last, filter),
                 _ => String::new(),
@@ -304,7 +298,7 @@ impl ParticipantService for ParticipantApi {
         request: Request<UpdateParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
         let (who, mut audit) =
-            begin(&*self.store, &request, method!("UpdateParticipant"), |r| writer(r, false)).await?;
+            begin(&*self.audit_log, &request, method!("UpdateParticipant"), |r| writer(r, false)).await?;
         audited!(self, audit, {
             audit.purpose(Some(require_purpose(request.metadata())?));
             let req = request.into_inner();
@@ -328,12 +322,13 @@ impl ParticipantService for ParticipantApi {
         request: Request<LookupParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
         let (who, mut audit) =
-            begin(&*self.store, &request, method!("LookupParticipant"), |r| caller(r, Scope::ParticipantsRead)).await?;
+            begin(&*self.audit_log, &request, method!("LookupParticipant"), |r| caller(r, Scope::ParticipantsRead))
+                .await?;
         audited!(self, audit, {
             audit.purpose(Some(require_purpose(request.metadata())?));
             let id =
                 rules::parse_national_id(&request.get_ref().national_id, "national_id", &self.rules, self.today())?;
-            let found = self.store.get_by_national_id_hash(&self.keys.national_id_hash(&id)).await?;
+            let found = self.participants.get_by_national_id_hash(&self.keys.national_id_hash(&id)).await?;
             // A probe for someone else's participant is on record as about them.
             if let Some(p) = &found {
                 audit.about(p.name.trim_start_matches("participants/"));
@@ -351,7 +346,7 @@ impl ParticipantService for ParticipantApi {
         request: Request<TransitionHurtigsporRequest>,
     ) -> Result<Response<Participant>, Status> {
         let (who, mut audit) =
-            begin(&*self.store, &request, method!("TransitionHurtigspor"), |r| writer(r, true)).await?;
+            begin(&*self.audit_log, &request, method!("TransitionHurtigspor"), |r| writer(r, true)).await?;
         audited!(self, audit, {
             let purpose = require_purpose(request.metadata());
             let req = request.into_inner();
@@ -374,7 +369,7 @@ impl ParticipantService for ParticipantApi {
     }
 
     async fn end_programme(&self, request: Request<EndProgrammeRequest>) -> Result<Response<Participant>, Status> {
-        let (who, mut audit) = begin(&*self.store, &request, method!("EndProgramme"), |r| writer(r, false)).await?;
+        let (who, mut audit) = begin(&*self.audit_log, &request, method!("EndProgramme"), |r| writer(r, false)).await?;
         audited!(self, audit, {
             let purpose = require_purpose(request.metadata());
             let req = request.into_inner();
@@ -390,7 +385,7 @@ impl ParticipantService for ParticipantApi {
     }
 
     async fn record_measure(&self, request: Request<RecordMeasureRequest>) -> Result<Response<Participant>, Status> {
-        let (who, mut audit) = begin(&*self.store, &request, method!("RecordMeasure"), |r| writer(r, true)).await?;
+        let (who, mut audit) = begin(&*self.audit_log, &request, method!("RecordMeasure"), |r| writer(r, true)).await?;
         audited!(self, audit, {
             let purpose = require_purpose(request.metadata());
             let req = request.into_inner();
@@ -408,7 +403,7 @@ impl ParticipantService for ParticipantApi {
     }
 
     async fn end_measure(&self, request: Request<EndMeasureRequest>) -> Result<Response<Participant>, Status> {
-        let (who, mut audit) = begin(&*self.store, &request, method!("EndMeasure"), |r| writer(r, true)).await?;
+        let (who, mut audit) = begin(&*self.audit_log, &request, method!("EndMeasure"), |r| writer(r, true)).await?;
         audited!(self, audit, {
             let purpose = require_purpose(request.metadata());
             let req = request.into_inner();
@@ -424,7 +419,7 @@ impl ParticipantService for ParticipantApi {
         request: Request<OpenRecognitionCaseRequest>,
     ) -> Result<Response<Participant>, Status> {
         let (who, mut audit) =
-            begin(&*self.store, &request, method!("OpenRecognitionCase"), |r| writer(r, false)).await?;
+            begin(&*self.audit_log, &request, method!("OpenRecognitionCase"), |r| writer(r, false)).await?;
         audited!(self, audit, {
             let purpose = require_purpose(request.metadata());
             let req = request.into_inner();
@@ -446,7 +441,7 @@ impl ParticipantService for ParticipantApi {
         request: Request<RecordCompetenceMappingRequest>,
     ) -> Result<Response<Participant>, Status> {
         let (who, mut audit) =
-            begin(&*self.store, &request, method!("RecordCompetenceMapping"), |r| writer(r, false)).await?;
+            begin(&*self.audit_log, &request, method!("RecordCompetenceMapping"), |r| writer(r, false)).await?;
         audited!(self, audit, {
             let purpose = require_purpose(request.metadata());
             let req = request.into_inner();
@@ -466,7 +461,7 @@ impl ParticipantService for ParticipantApi {
         request: Request<UpdateIndividualPlanRequest>,
     ) -> Result<Response<Participant>, Status> {
         let (who, mut audit) =
-            begin(&*self.store, &request, method!("UpdateIndividualPlan"), |r| writer(r, false)).await?;
+            begin(&*self.audit_log, &request, method!("UpdateIndividualPlan"), |r| writer(r, false)).await?;
         audited!(self, audit, {
             let purpose = require_purpose(request.metadata());
             let req = request.into_inner();
@@ -487,11 +482,29 @@ mod tests {
     use crate::{
         config::ProgrammeRules,
         domain::{national_id::IdMode, national_id::testing::synthetic_fnr},
-        store::{Committed, MockStore},
+        store::Committed,
     };
     use hurtigspor_proto::{google::r#type::Date, v1::Programme};
     use tonic::Code;
     use tonic_types::StatusExt;
+
+    mockall::mock! {
+        /// A store with the two roles the participant API uses.
+        Store {}
+        #[async_trait::async_trait]
+        impl Participants for Store {
+            async fn create(&self, new: NewParticipant) -> Result<Committed, Error>;
+            async fn mutate(&self, mutation: Mutation) -> Result<Committed, Error>;
+            async fn get(&self, id: &str) -> Result<Option<Participant>, Error>;
+            async fn get_by_national_id_hash(&self, hash: &[u8]) -> Result<Option<Participant>, Error>;
+            async fn list(&self, query: ListQuery) -> Result<crate::store::ListPage, Error>;
+        }
+        #[async_trait::async_trait]
+        impl AuditLog for Store {
+            async fn audit(&self, entries: Vec<crate::audit::AuditEntry>) -> Result<(), Error>;
+            async fn audit_log(&self, query: crate::audit::AuditQuery) -> Result<Vec<crate::audit::AuditRecord>, Error>;
+        }
+    }
 
     /// A request from an administrator with every scope.
     fn authed<T>(message: T) -> Request<T> {
@@ -528,8 +541,10 @@ mod tests {
     }
 
     fn api(store: MockStore) -> ParticipantApi {
+        let store = Arc::new(store);
         ParticipantApi::new(
-            Arc::new(store),
+            store.clone(),
+            store,
             Rules { id_mode: IdMode::Test, programme: ProgrammeRules::default() },
             Keys::from_master(&[3; 32]),
             Limits::default(),
@@ -669,5 +684,41 @@ mod tests {
         assert_eq!(seen[0].method, "CreateParticipant");
         assert_eq!(seen[0].request_id, "900000049/r1", "request ids are scoped to the calling organisation");
         assert_ne!(seen[0].fingerprint, seen[1].fingerprint, "another body, another fingerprint");
+    }
+
+    /// The "not in the future" rule of a competence mapping, decided by the
+    /// injected clock at the turn of the year: 23:30 UTC on New Year's Eve
+    /// is already New Year's Day in Oslo.
+    #[tokio::test]
+    async fn a_date_rule_turns_at_midnight_in_oslo() {
+        use hurtigspor_proto::v1::{CompetenceMapping, RecordCompetenceMappingRequest};
+        let mapped_on_new_years_day = || RecordCompetenceMappingRequest {
+            name: "participants/0123456789abcdef0123456789abcdef".into(),
+            competence: Some(CompetenceMapping {
+                mapped_date: Some(Date { year: 2027, month: 1, day: 1 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        for (instant, accepted) in [("2026-12-31T22:59:59Z", false), ("2026-12-31T23:00:00Z", true)] {
+            let mut store = auditing();
+            store.expect_mutate().times(usize::from(accepted)).returning(|m| {
+                let mut p = Participant { kommunenummer: "0301".into(), ..Default::default() };
+                (m.apply)(&mut p)?;
+                Ok(Committed { participant: p, version: 2, replayed: false })
+            });
+            let mut api = api(store);
+            api.clock = Clock::fixed(instant.parse().unwrap());
+            let result = api.record_competence_mapping(authed(mapped_on_new_years_day())).await;
+            match (accepted, result) {
+                (true, Ok(_)) => {}
+                (false, Err(status)) => {
+                    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+                    let violations = status.get_details_bad_request().unwrap().field_violations;
+                    assert_eq!(violations[0].field, "competence.mapped_date", "{violations:?}");
+                }
+                (_, other) => panic!("at {instant}: {other:?}"),
+            }
+        }
     }
 }

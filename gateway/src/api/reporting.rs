@@ -21,7 +21,7 @@ use crate::{
     error::{Error, Violations},
     keys::Keys,
     report,
-    store::Store,
+    store::{AuditLog, ChangeLog},
 };
 use hurtigspor_proto::v1::{
     GetHurtigsporReportRequest, HurtigsporReport, ListHurtigsporParticipantsRequest,
@@ -34,15 +34,22 @@ use tonic::{Request, Response, Status};
 pub const YEARS: std::ops::RangeInclusive<i32> = 2000..=2100;
 
 pub struct ReportingApi {
-    store: Arc<dyn Store>,
+    history: Arc<dyn ChangeLog>,
+    audit_log: Arc<dyn AuditLog>,
     keys: Keys,
     limits: Limits,
     clock: Clock,
 }
 
 impl ReportingApi {
-    pub fn new(store: Arc<dyn Store>, keys: Keys, limits: Limits, clock: Clock) -> Self {
-        Self { store, keys, limits, clock }
+    pub fn new(
+        history: Arc<dyn ChangeLog>,
+        audit_log: Arc<dyn AuditLog>,
+        keys: Keys,
+        limits: Limits,
+        clock: Clock,
+    ) -> Self {
+        Self { history, audit_log, keys, limits, clock }
     }
 }
 
@@ -106,20 +113,21 @@ impl ReportingService for ReportingApi {
         &self,
         request: Request<GetHurtigsporReportRequest>,
     ) -> Result<Response<HurtigsporReport>, Status> {
-        let (who, mut audit) =
-            begin(&*self.store, &request, "ReportingService/GetHurtigsporReport", |r| caller(r, Scope::ReportsRead))
-                .await?;
+        let (who, mut audit) = begin(&*self.audit_log, &request, "ReportingService/GetHurtigsporReport", |r| {
+            caller(r, Scope::ReportsRead)
+        })
+        .await?;
         let result = async {
             audit.purpose(Some(require_purpose(request.metadata())?));
             let (kommune, year) = parse(request.get_ref())?;
             allowed(&who, kommune.as_deref())?;
             let as_of = oslo_date(self.clock.now());
-            report::compute(&*self.store, kommune.as_deref(), year, as_of, report::PAGE)
+            report::compute(&*self.history, kommune.as_deref(), year, as_of, report::PAGE)
                 .await?
                 .ok_or_else(|| Error::invalid("year", "OUT_OF_RANGE", "is not a calendar year"))
         }
         .await;
-        Ok(Response::new(audit.finish(&*self.store, result).await?))
+        Ok(Response::new(audit.finish(&*self.audit_log, result).await?))
     }
 
     async fn list_hurtigspor_participants(
@@ -127,7 +135,7 @@ impl ReportingService for ReportingApi {
         request: Request<ListHurtigsporParticipantsRequest>,
     ) -> Result<Response<ListHurtigsporParticipantsResponse>, Status> {
         let (who, mut audit) =
-            begin(&*self.store, &request, "ReportingService/ListHurtigsporParticipants", person_reader).await?;
+            begin(&*self.audit_log, &request, "ReportingService/ListHurtigsporParticipants", person_reader).await?;
         let result = async {
             audit.purpose(Some(require_purpose(request.metadata())?));
             let req = request.get_ref();
@@ -148,7 +156,7 @@ impl ReportingService for ReportingApi {
                 token => Some(pagination::decode_key(&self.keys, token, filter)?),
             };
             let as_of = oslo_date(self.clock.now());
-            let (found, more) = report::participants(&*self.store, kommune.as_deref(), year, as_of, after, limit)
+            let (found, more) = report::participants(&*self.history, kommune.as_deref(), year, as_of, after, limit)
                 .await?
                 .ok_or_else(|| Error::invalid("year", "OUT_OF_RANGE", "is not a calendar year"))?;
             let next_page_token = match (more, found.last()) {
@@ -165,14 +173,29 @@ impl ReportingService for ReportingApi {
             })
         }
         .await;
-        Ok(Response::new(audit.finish(&*self.store, result).await?))
+        Ok(Response::new(audit.finish(&*self.audit_log, result).await?))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MockStore;
+    use crate::store::ChangeRecord;
+
+    mockall::mock! {
+        /// A store with the two roles the reporting API uses.
+        Store {}
+        #[async_trait::async_trait]
+        impl ChangeLog for Store {
+            async fn changes(&self, after: i64, limit: usize) -> Result<Vec<ChangeRecord>, Error>;
+            async fn histories(&self, after: Option<(String, i64)>, limit: usize) -> Result<Vec<ChangeRecord>, Error>;
+        }
+        #[async_trait::async_trait]
+        impl AuditLog for Store {
+            async fn audit(&self, entries: Vec<crate::audit::AuditEntry>) -> Result<(), Error>;
+            async fn audit_log(&self, query: crate::audit::AuditQuery) -> Result<Vec<crate::audit::AuditRecord>, Error>;
+        }
+    }
 
     fn who(role: Role, kommuner: &[&str]) -> Caller {
         Caller {
@@ -232,8 +255,10 @@ mod tests {
             w.lock().unwrap().extend(entries);
             Ok(())
         });
+        let store = Arc::new(store);
         let api = ReportingApi::new(
-            Arc::new(store),
+            store.clone(),
+            store,
             Keys::from_master(&[7; 32]),
             Limits::default(),
             Clock::fixed("2026-11-23T12:00:00Z".parse().unwrap()),

@@ -19,7 +19,7 @@ use crate::{
         participant::{TransitionInput, transition},
     },
     keys::Keys,
-    store::{ChangeKind, InboxEntry, InboxItem, MeasureInstance, Mutation, Origin, Settle, Store},
+    store::{ChangeKind, Inbox, InboxEntry, InboxItem, MeasureInstance, Mutation, Origin, Participants, Settle},
 };
 use chrono::NaiveDate;
 use hurtigspor_adapters::{
@@ -39,7 +39,8 @@ const PERSON_REF: &str = "arena_person";
 
 pub struct ArenaFeed {
     pub arena: Arc<ArenaTarget>,
-    pub store: Arc<dyn Store>,
+    pub inbox: Arc<dyn Inbox>,
+    pub participants: Arc<dyn Participants>,
     pub keys: Keys,
     pub id_mode: IdMode,
     pub clock: Clock,
@@ -52,7 +53,7 @@ impl Source for ArenaFeed {
 
     async fn fetch(&self) -> Result<usize, TargetError> {
         let mut added = 0;
-        let mut after = self.store.inbound_cursor("arena").await.map_err(store_error)?.unwrap_or_default();
+        let mut after = self.inbox.inbound_cursor("arena").await.map_err(store_error)?.unwrap_or_default();
         loop {
             let page = self.arena.changes(&after, PAGE).await?;
             let entries = page
@@ -67,7 +68,7 @@ impl Source for ArenaFeed {
                 })
                 .collect::<Result<Vec<_>, TargetError>>()?;
             let cursor = (!page.items.is_empty()).then(|| normalise(&page.siste_pos)).transpose()?;
-            added += self.store.receive_inbound("arena", entries, cursor.clone()).await.map_err(store_error)?;
+            added += self.inbox.receive_inbound("arena", entries, cursor.clone()).await.map_err(store_error)?;
             match cursor {
                 Some(next) if page.has_more => after = next,
                 _ => return Ok(added),
@@ -111,14 +112,15 @@ impl ArenaFeed {
     /// The participant Arena's person number stands for, if any.
     async fn participant_of(&self, person_id: i64) -> Result<Option<String>, TargetError> {
         if let Some(id) =
-            self.store.participant_by_ref(PERSON_REF, &person_id.to_string()).await.map_err(store_error)?
+            self.inbox.participant_by_ref(PERSON_REF, &person_id.to_string()).await.map_err(store_error)?
         {
             return Ok(Some(id));
         }
         let Some(fnr) = self.arena.national_id_of(person_id).await? else { return Ok(None) };
         let today = dates::oslo_date(self.clock.now());
         let Ok(id) = NationalId::parse(&fnr, self.id_mode, today) else { return Ok(None) };
-        let found = self.store.get_by_national_id_hash(&self.keys.national_id_hash(&id)).await.map_err(store_error)?;
+        let found =
+            self.participants.get_by_national_id_hash(&self.keys.national_id_hash(&id)).await.map_err(store_error)?;
         Ok(found.and_then(|p| p.name.strip_prefix("participants/").map(str::to_owned)))
     }
 
@@ -130,13 +132,13 @@ impl ArenaFeed {
                 entity: Some(entity),
             });
         };
-        let Some(instance) = self.store.measure_instance(row.instance_id).await.map_err(store_error)? else {
+        let Some(instance) = self.inbox.measure_instance(row.instance_id).await.map_err(store_error)? else {
             return Err(TargetError::Transient(format!(
                 "measure instance {} has not come through the feed yet",
                 row.instance_id
             )));
         };
-        let record = self.store.get(&id).await.map_err(store_error)?;
+        let record = self.participants.get(&id).await.map_err(store_error)?;
         let known = record.as_ref().is_some_and(|p| p.measures.iter().any(|m| m.id == measure_id(row.id)));
         let employer = match instance.employer_id {
             Some(e) => self.arena.employer_orgnr(e).await?.filter(|o| Orgnr::parse(o).is_ok()),

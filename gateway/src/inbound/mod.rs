@@ -15,7 +15,7 @@ pub mod arena;
 pub mod nokut;
 
 use crate::{
-    store::{InboxItem, Settle, Settled, Store},
+    store::{Inbox, InboxItem, Settle, Settled},
     sync::RetryPolicy,
 };
 use hurtigspor_adapters::TargetError;
@@ -41,7 +41,7 @@ pub(crate) trait Source: Send + Sync + 'static {
 /// ingests what is due.
 pub(crate) async fn run<S: Source>(
     source: Arc<S>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Inbox>,
     policy: RetryPolicy,
     poll: Duration,
     wake: Arc<Notify>,
@@ -73,7 +73,7 @@ pub(crate) async fn run<S: Source>(
 }
 
 /// Handles every due entry, in feed order, until none is left.
-pub(crate) async fn ingest_due<S: Source>(source: &S, store: &dyn Store, policy: &RetryPolicy) {
+pub(crate) async fn ingest_due<S: Source>(source: &S, store: &dyn Inbox, policy: &RetryPolicy) {
     let name = source.name();
     loop {
         let due = match store.due_inbound(name, BATCH).await {
@@ -145,7 +145,7 @@ fn retry(item: &InboxItem, error: TargetError, policy: &RetryPolicy) -> Settle {
         return Settle::Fail { error: format!("gave up after {} attempts: {error}", item.attempts + 1) };
     }
     let delay = policy.delay(item.attempts).max(asked.min(policy.max_delay));
-    Settle::Retry { error, at: chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default() }
+    Settle::Retry { error, at: policy.after(delay) }
 }
 
 /// The gateway's own database failing is a passing failure of the feed.

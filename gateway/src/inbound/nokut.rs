@@ -10,7 +10,7 @@
 use super::{Source, padded, store_error};
 use crate::{
     domain::dates,
-    store::{ChangeKind, InboxEntry, InboxItem, Mutation, Origin, Settle, Store},
+    store::{ChangeKind, InboxEntry, InboxItem, Mutation, Origin, Settle},
 };
 use hmac::{Hmac, Mac};
 use hurtigspor_adapters::{
@@ -24,7 +24,7 @@ const PAGE: usize = 200;
 
 pub struct NokutFeed {
     pub nokut: Arc<NokutTarget>,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn crate::store::Inbox>,
 }
 
 /// The inbox entry for a change, without the applicant's personal data.

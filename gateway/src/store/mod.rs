@@ -1,18 +1,46 @@
-//! Durable storage of the canonical record, behind one trait.
+//! Durable storage of the canonical record.
 //!
 //! A write is accepted only as a whole: the new participant version, its row
-//! in the change log and its idempotency record commit in one transaction, and
-//! the caller hears back only after that commit. Dialect specifics live in the
-//! implementations (`sqlite` now; PostgreSQL later).
+//! in the change log, its idempotency record, its sync marks and its audit
+//! entry commit in one transaction, and the caller hears back only after
+//! that commit.
+//!
+//! The store is built in three layers, so that a second SQL dialect adds
+//! rows and statements, never rules:
+//!
+//! - [`rules`]: what a write means, with no database in sight. Tenancy, the
+//!   etag check, protected fields, skip-unchanged, idempotent replay, the
+//!   sync fan-out, inbound supersession, delivery outcomes and audit
+//!   completion and chaining are planned here from the rows a dialect read.
+//! - The role traits below ([`Participants`], [`ChangeLog`], [`SyncQueue`],
+//!   [`Inbox`], [`AuditLog`], [`Maintenance`]): what the rest of the gateway
+//!   may ask of a store. Each consumer takes the role it uses; [`Store`] is
+//!   all of them, for the composition root.
+//! - The dialects (`sqlite` now): read rows, hand them to the rules, write
+//!   the plan. Driver errors become a [`StoreError`] in one place per
+//!   dialect. Nothing outside this module names a dialect: [`open`] picks it
+//!   from a [`Location`].
+//!
+//! [`conformance`] is the behaviour every dialect must show, as one suite.
 
-pub mod sqlite;
+mod codec;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod conformance;
+mod error;
+pub mod rules;
+mod sqlite;
+
+pub use error::StoreError;
 
 use crate::{
-    audit::{AuditEntry, AuditQuery, AuditRecord},
+    audit::{AuditEntry, AuditKey, AuditQuery, AuditRecord, Break},
+    clock::Clock,
+    crypto::Keyring,
     error::Error,
 };
 use async_trait::async_trait;
 use hurtigspor_proto::v1::Participant;
+use std::{ops::ControlFlow, path::PathBuf, sync::Arc};
 
 /// Who a change came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -255,9 +283,160 @@ pub enum Settled {
     Gone,
 }
 
+/// Which targets every accepted write must reach, and whom to wake when
+/// there is new work.
+#[derive(Clone, Default)]
+pub struct SyncConfig {
+    pub targets: Vec<String>,
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+/// Where the store keeps its data; picks the dialect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// The embedded database: one SQLite file.
+    Sqlite(PathBuf),
+}
+
+impl Location {
+    /// Where the configured gateway keeps its data.
+    pub fn of(config: &crate::config::Config) -> Self {
+        Self::Sqlite(config.database_path())
+    }
+
+    /// Whether there is a database here already.
+    pub fn exists(&self) -> bool {
+        match self {
+            Self::Sqlite(path) => path.exists(),
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// What a store is opened with.
+#[derive(Clone)]
+pub struct StoreOptions {
+    pub location: Location,
+    /// Targets every write is queued for.
+    pub sync: SyncConfig,
+    /// Seals national ids on insert and opens them on read.
+    pub keyring: Arc<Keyring>,
+    /// Chains the audit log.
+    pub audit_key: AuditKey,
+    /// Every commit time, lease and due time is read from it.
+    pub clock: Clock,
+}
+
+impl StoreOptions {
+    /// Options for a store at `location` with no targets, the wall clock and
+    /// a key that lives as long as this process ([`Keyring::process_local`]):
+    /// for tests, benchmarks and tools that never read a national id back
+    /// after a restart.
+    pub fn new(location: Location, audit_key: AuditKey) -> Self {
+        Self {
+            location,
+            sync: SyncConfig::default(),
+            keyring: Keyring::process_local(),
+            audit_key,
+            clock: Clock::system(),
+        }
+    }
+}
+
+/// Opens (creating if needed) the store, applies pending migrations and
+/// gets it ready to write. National ids a migration left in plain text are
+/// encrypted first; opening fails, naming the key id, when the database
+/// holds values under a key the keyring lacks or cannot decrypt.
+pub async fn open(options: StoreOptions) -> Result<(Arc<dyn Store>, MigrationReport), Error> {
+    match options.location.clone() {
+        Location::Sqlite(path) => {
+            let (store, report) = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&path, options))
+                .await
+                .map_err(|e| Error::Internal(format!("opening the store failed: {e}")))??;
+            Ok((Arc::new(store), report))
+        }
+    }
+}
+
+/// Applies pending migrations, and nothing of the running store: no writer
+/// starts, no audit key is needed and no participant is read or written,
+/// except that with a `keyring`, national ids a migration set aside in
+/// plain text are sealed at once, so that no plain text outlives the
+/// migration that set it aside.
+pub fn migrate(location: &Location, keyring: Option<&Keyring>) -> Result<MigrationReport, Error> {
+    match location {
+        Location::Sqlite(path) => Ok(sqlite::migrate_only(path, keyring)?),
+    }
+}
+
+/// Checks the audit log, read-only, entry by entry in constant memory.
+/// `progress(checked, total)` is called every `every` entries. The outer
+/// error: the log could not be read; the inner: where the chain is broken.
+/// `expect_head` (a sequence and its hash, recorded earlier) must still be
+/// in the chain.
+pub fn verify_audit_log(
+    location: &Location,
+    key: &AuditKey,
+    expect_head: Option<(i64, Vec<u8>)>,
+    every: i64,
+    progress: impl FnMut(i64, i64),
+) -> Result<Result<AuditHead, Break>, Error> {
+    match location {
+        Location::Sqlite(path) => Ok(sqlite::verify_audit_log(path, key, expect_head, every, progress)?),
+    }
+}
+
+/// The head of an intact audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditHead {
+    pub entries: i64,
+    /// The last entry's sequence and hash (0 and zeros when empty).
+    pub sequence: i64,
+    pub hash: Vec<u8>,
+}
+
+/// What a key rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The key id values were moved to.
+    pub active: String,
+    /// Values re-encrypted by this run.
+    pub reencrypted: usize,
+    /// False when `progress` stopped it early.
+    pub finished: bool,
+    /// How many national ids each key id holds now.
+    pub by_key: std::collections::BTreeMap<String, usize>,
+}
+
+/// What `migrate` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub applied: Vec<i64>,
+    pub current: i64,
+}
+
+/// How many writes shared how many commits: writes / commits is the mean
+/// batch size of a group-committing dialect.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub writes: u64,
+    pub commits: u64,
+}
+
+/// Told how far a key rotation got (`done`, `total`); `Break` stops it.
+pub type RotationProgress = Box<dyn FnMut(usize, usize) -> ControlFlow<()> + Send>;
+
+/// The participants: registering, changing and reading them.
 #[cfg_attr(any(test, feature = "testsuite"), mockall::automock)]
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Participants: Send + Sync + 'static {
     /// Registers a participant. `AlreadyExists` if the national id hash is
     /// taken; replays an earlier identical request with the same request id.
     async fn create(&self, new: NewParticipant) -> Result<Committed, Error>;
@@ -271,7 +450,12 @@ pub trait Store: Send + Sync + 'static {
     async fn get_by_national_id_hash(&self, hash: &[u8]) -> Result<Option<Participant>, Error>;
 
     async fn list(&self, query: ListQuery) -> Result<ListPage, Error>;
+}
 
+/// Every version of every participant, in commit order or per participant.
+#[cfg_attr(any(test, feature = "testsuite"), mockall::automock)]
+#[async_trait]
+pub trait ChangeLog: Send + Sync + 'static {
     /// Change log entries after `after`, oldest first.
     async fn changes(&self, after: i64, limit: usize) -> Result<Vec<ChangeRecord>, Error>;
 
@@ -280,12 +464,17 @@ pub trait Store: Send + Sync + 'static {
     /// previous page). Every version of one participant comes together, so
     /// a reader can fold one participant's history at a time (reporting).
     async fn histories(&self, after: Option<(String, i64)>, limit: usize) -> Result<Vec<ChangeRecord>, Error>;
+}
 
+/// Outbound work: which target must reach which version of whom.
+#[cfg_attr(any(test, feature = "testsuite"), mockall::automock)]
+#[async_trait]
+pub trait SyncQueue: Send + Sync + 'static {
     /// Leases up to `limit` due sync tasks for `lease`; a task leased and not
     /// finished in time becomes due again.
     async fn claim_sync(&self, limit: usize, lease: std::time::Duration) -> Result<Vec<SyncTask>, Error>;
 
-    /// Records how a claimed task went.
+    /// Records how a claimed task went, and audits the attempt.
     async fn finish_sync(&self, task: SyncTask, outcome: SyncOutcome) -> Result<(), Error>;
 
     /// Every target's state for one participant.
@@ -302,7 +491,12 @@ pub trait Store: Send + Sync + 'static {
     /// Makes failed deliveries due again (one participant's, or all);
     /// returns how many.
     async fn retry_failed_syncs(&self, participant_id: Option<String>) -> Result<usize, Error>;
+}
 
+/// Inbound work: changes other systems published, kept until applied.
+#[cfg_attr(any(test, feature = "testsuite"), mockall::automock)]
+#[async_trait]
+pub trait Inbox: Send + Sync + 'static {
     /// Where `source`'s feed was read up to.
     async fn inbound_cursor(&self, source: &str) -> Result<Option<String>, Error>;
 
@@ -335,16 +529,42 @@ pub trait Store: Send + Sync + 'static {
     /// The participant another system knows by `reference` (e.g. a NOKUT
     /// case number, system `nokut`).
     async fn participant_by_ref(&self, system: &str, reference: &str) -> Result<Option<String>, Error>;
+}
 
+/// The append-only, hash-chained record of who read or changed whom.
+#[cfg_attr(any(test, feature = "testsuite"), mockall::automock)]
+#[async_trait]
+pub trait AuditLog: Send + Sync + 'static {
     /// Appends entries to the audit log; answers once they are committed.
     async fn audit(&self, entries: Vec<AuditEntry>) -> Result<(), Error>;
 
     /// Audit entries matching `query`, in sequence order.
     async fn audit_log(&self, query: AuditQuery) -> Result<Vec<AuditRecord>, Error>;
+}
+
+/// Work on the store as a whole.
+#[cfg_attr(any(test, feature = "testsuite"), mockall::automock)]
+#[async_trait]
+pub trait Maintenance: Send + Sync + 'static {
+    /// Re-encrypts under the active key every national id stored under
+    /// another key, `batch` per transaction, oldest first. After each batch
+    /// `progress(done, total)` is told how far it got; `Break` stops there.
+    /// Each batch commits on its own, so an interrupted rotation keeps what
+    /// it did and the next one carries on; with nothing left to do it
+    /// changes nothing. Runs beside a serving gateway.
+    async fn rotate_keys(&self, batch: usize, progress: RotationProgress) -> Result<Rotation, Error>;
+
+    /// Writes and commits so far.
+    fn write_stats(&self) -> WriteStats;
 
     /// Finishes pending writes and releases the database.
     async fn close(&self);
 }
+
+/// Every role: what the composition root opens and hands out piece by piece.
+pub trait Store: Participants + ChangeLog + SyncQueue + Inbox + AuditLog + Maintenance {}
+
+impl<T: Participants + ChangeLog + SyncQueue + Inbox + AuditLog + Maintenance> Store for T {}
 
 /// `participants/{id}` from an id.
 pub fn resource_name(id: &str) -> String {
