@@ -1,6 +1,20 @@
 //! Typed configuration: built-in defaults, then a TOML file, then
 //! `HURTIGSPOR__*` environment variables (`__` separates levels, e.g.
 //! `HURTIGSPOR__PROGRAMME__NORMAL_MAX_MONTHS=24`), then command-line flags.
+//!
+//! This module is a leaf: it declares the configuration's data, defaults and
+//! the checks of its own shape, and uses nothing else of the crate. What is
+//! built from it lives with what is built, and takes the configuration in:
+//!
+//! - `auth` (the `Authenticator`, from `AuthConfig`) uses config, jwks, tls,
+//!   keys and audit;
+//! - `crypto` (the `Keyring`, from `Config`) uses config and keys;
+//! - `keys` (the keyed hashes, from `Config`) uses config and audit;
+//! - `tls` (the server's TLS settings, from `TlsConfig`) uses config;
+//! - `jwks` and `audit` use none of these.
+//!
+//! Names the checks here share with those modules (the dev issuer, the dev
+//! key id, the key-id rule, environment variable names) are declared here.
 
 use figment::{
     Figment,
@@ -97,7 +111,39 @@ pub struct AuthConfig {
     pub leeway_secs: u64,
     /// The organisations that may call, with their role.
     #[serde(default)]
-    pub clients: Vec<crate::auth::ClientEntry>,
+    pub clients: Vec<ClientEntry>,
+}
+
+impl AuthConfig {
+    /// The issuer dev mode signs its tokens as; production refuses it.
+    pub const DEV_ISSUER: &str = "hurtigspor-dev";
+}
+
+/// What an organisation is to the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A kommune (through its vendor): its own participants only.
+    Kommune,
+    /// NAV: moves the hurtigspor status and records measures.
+    Nav,
+    /// Operates the gateway: everything.
+    Admin,
+}
+
+/// An organisation the gateway knows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    /// Organisation number (9 digits).
+    pub organisation: String,
+    pub role: Role,
+    /// For kommuner: the kommunenummer they act for.
+    #[serde(default)]
+    pub kommuner: Vec<String>,
+    /// A name for logs and audit (no personal data).
+    #[serde(default)]
+    pub name: String,
 }
 
 fn default_leeway() -> u64 {
@@ -238,6 +284,49 @@ pub struct SecurityConfig {
     pub active_encryption_key: Option<String>,
 }
 
+impl SecurityConfig {
+    /// The id of the encryption key dev mode generates; in dev mode it may be
+    /// named active without being configured.
+    pub const DEV_KEY_ID: &str = "dev";
+}
+
+/// Checks a key id from configuration: lowercase letters, digits and `_`,
+/// starting with a letter, at most 32 characters (environment variable names
+/// are case-insensitive here, so upper case could not round-trip).
+pub fn check_key_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 32
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "key id `{id}` in security.encryption_keys is not valid: use lowercase letters, digits and `_`, starting with a letter, at most 32 characters (e.g. k2026a)"
+        ))
+    }
+}
+
+/// What to do when production has no encryption key.
+pub fn missing_keys_message() -> String {
+    "key `security.encryption_keys` is required in production: national ids are stored encrypted with it. \
+     Generate a key with `openssl rand -hex 32` and set it under an id of your choice, e.g. \
+     HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__K2026A=<64 hex characters> and \
+     HURTIGSPOR__SECURITY__ACTIVE_ENCRYPTION_KEY=k2026a (or `encryption_keys = { k2026a = \"...\" }` and \
+     `active_encryption_key = \"k2026a\"` under [security] in the config file)"
+        .to_owned()
+}
+
+/// The prefix of the environment variables that set configuration keys.
+const ENV_PREFIX: &str = "HURTIGSPOR__";
+
+/// The environment variable that sets the configuration key at `path`:
+/// `["security", "national_id_key"]` is `HURTIGSPOR__SECURITY__NATIONAL_ID_KEY`.
+pub fn env_var(path: &[impl AsRef<str>]) -> String {
+    let path: Vec<&str> = path.iter().map(AsRef::as_ref).collect();
+    format!("{ENV_PREFIX}{}", path.join("__").to_ascii_uppercase())
+}
+
 /// Programme rules that law and policy change; kept out of code.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -351,7 +440,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("HURTIGSPOR__").split("__")).merge(Serialized::defaults(overrides));
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__")).merge(Serialized::defaults(overrides));
         figment
             .extract()
             .map_err(|e| ConfigError(e.into_iter().map(|err| describe(&err)).collect::<Vec<_>>().join("; ")))
@@ -423,7 +512,7 @@ impl Config {
                         "section `[auth]` is required in production: issuer, jwks_file or jwks_url, and the clients that may call (see the README)".into(),
                     ));
                 }
-                Some(a) if a.issuer == crate::auth::dev::ISSUER => {
+                Some(a) if a.issuer == AuthConfig::DEV_ISSUER => {
                     return Err(ConfigError(
                         "key `auth.issuer` names the dev issuer; production does not accept dev tokens".into(),
                     ));
@@ -440,19 +529,19 @@ impl Config {
             ));
         }
         for id in self.security.encryption_keys.keys() {
-            crate::crypto::check_key_id(id).map_err(ConfigError)?;
+            check_key_id(id).map_err(ConfigError)?;
         }
         if let Some(active) = &self.security.active_encryption_key
             && !self.security.encryption_keys.contains_key(active)
-            && !(self.mode == Mode::Dev && active == crate::crypto::DEV_KEY_ID)
+            && !(self.mode == Mode::Dev && active == SecurityConfig::DEV_KEY_ID)
         {
             return Err(ConfigError(format!(
                 "key `security.active_encryption_key` names `{active}`, which is not in security.encryption_keys; add it there (or set {})",
-                crate::crypto::env_var(active)
+                env_var(&["security", "encryption_keys", active])
             )));
         }
         if self.mode == Mode::Production && self.security.encryption_keys.is_empty() {
-            return Err(ConfigError(crate::crypto::missing_keys_message()));
+            return Err(ConfigError(missing_keys_message()));
         }
         Ok(())
     }
@@ -515,7 +604,7 @@ fn describe(err: &figment::Error) -> String {
     let key = path.join(".");
     let source = match &err.metadata {
         Some(md) if md.name.contains("environment") => {
-            format!(" (from environment variable HURTIGSPOR__{})", path.join("__").to_ascii_uppercase())
+            format!(" (from environment variable {})", env_var(&path))
         }
         Some(md) => match &md.source {
             Some(src) => format!(" (from {src})"),
@@ -603,7 +692,7 @@ mod tests {
         let mut config = Config { auth: Some(production_auth()), ..Config::default() };
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("security.national_id_key"), "{err}");
-        config.auth.as_mut().unwrap().issuer = crate::auth::dev::ISSUER.into();
+        config.auth.as_mut().unwrap().issuer = AuthConfig::DEV_ISSUER.into();
         config.security.national_id_key = Some(Secret::new("ab".repeat(32)));
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("dev issuer"), "production refuses dev tokens: {err}");
@@ -687,6 +776,15 @@ mod tests {
         config.security.active_encryption_key = None;
         config.security.encryption_keys.insert("Upper".into(), Secret::new("cd".repeat(32)));
         assert!(config.validate().unwrap_err().to_string().contains("`Upper`"));
+    }
+
+    #[test]
+    fn key_ids_must_round_trip_through_the_environment() {
+        assert!(check_key_id("k2026a").is_ok());
+        assert!(check_key_id("old_2025").is_ok());
+        for bad in ["", "K2026A", "2026", "k-1", "k.1", &"k".repeat(33)] {
+            assert!(check_key_id(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
