@@ -46,6 +46,8 @@ pub enum LogFormat {
     Text,
 }
 
+/// The whole configuration. `Serialize` serves [`Config::load`] only, and
+/// leaves every [`Secret`] out.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -221,6 +223,7 @@ pub struct TargetsConfig {
 pub struct ArenaTarget {
     pub base_url: String,
     pub client_id: String,
+    #[serde(skip_serializing)]
     pub client_secret: Secret,
 }
 
@@ -229,6 +232,7 @@ pub struct ArenaTarget {
 pub struct NirTarget {
     pub base_url: String,
     pub username: String,
+    #[serde(skip_serializing)]
     pub password: Secret,
 }
 
@@ -236,9 +240,10 @@ pub struct NirTarget {
 #[serde(deny_unknown_fields)]
 pub struct NokutTarget {
     pub base_url: String,
+    #[serde(skip_serializing)]
     pub api_key: Secret,
     /// The secret NOKUT signs webhooks with; webhooks are refused without it.
-    #[serde(default)]
+    #[serde(default, skip_serializing)]
     pub webhook_secret: Option<Secret>,
     /// The public URL of this gateway's `/webhooks/nokut`, to subscribe at
     /// start; none to rely on polling alone.
@@ -271,6 +276,7 @@ pub struct SecurityConfig {
     /// Hex-encoded key (at least 32 bytes) for the keyed hash that national
     /// ids are looked up by, and for signing page tokens. Required in
     /// production; generated under `data_dir` in dev mode.
+    #[serde(skip_serializing)]
     pub national_id_key: Option<Secret>,
     /// The keys national ids are encrypted with at rest (AES-256-GCM), by
     /// key id (lowercase letters, digits and `_`): 64 hex characters each,
@@ -278,6 +284,7 @@ pub struct SecurityConfig {
     /// `HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__<ID>`. Every key id the
     /// database still holds values under must be here. Required in
     /// production; dev mode adds key `dev`, generated under `data_dir`.
+    #[serde(skip_serializing)]
     pub encryption_keys: BTreeMap<String, Secret>,
     /// The key id new values are encrypted under (`hurtigspor rotate-key`
     /// moves old values to it). Required when there is more than one key.
@@ -394,9 +401,23 @@ impl Default for LogConfig {
     }
 }
 
-/// A secret string: never printed by `Debug`.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+/// A secret string: a password, client secret, API key, webhook secret or
+/// key. It is read from the config file or the environment, and its value
+/// is had only through [`Secret::expose`].
+///
+/// - `Debug` prints `Secret([redacted])`; there is no `Display`.
+/// - There is no `Serialize`. [`Config`] is `Serialize` only because
+///   [`Config::load`] lays its base (the defaults) under the file and the
+///   environment through figment's `Serialized` provider; every field that
+///   holds a `Secret` is `#[serde(skip_serializing)]` (the derive refuses one
+///   that is not), so a serialised configuration leaves secrets out
+///   altogether. Left out rather than written as `"***"`: a placeholder
+///   would be read back by `load` as if it were the value, where a secret
+///   left out reads back as missing, which loading or validation names. The
+///   bases `load` is given (the defaults, the dev defaults) hold no secrets.
+/// - Deserialising takes a string; a value of another type is refused
+///   without repeating it in the error.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
@@ -415,6 +436,70 @@ impl fmt::Debug for Secret {
     }
 }
 
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_string(SecretVisitor)
+    }
+}
+
+/// Takes what a `String` takes; what it refuses is named by its kind only
+/// (serde's own errors would repeat a number or a boolean).
+struct SecretVisitor;
+
+impl SecretVisitor {
+    fn refuse<E: serde::de::Error>(&self, kind: &str) -> E {
+        E::invalid_type(serde::de::Unexpected::Other(kind), self)
+    }
+}
+
+impl serde::de::Visitor<'_> for SecretVisitor {
+    type Value = Secret;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+        Ok(Secret::new(v))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
+        Ok(Secret(v))
+    }
+
+    fn visit_char<E: serde::de::Error>(self, v: char) -> Result<Secret, E> {
+        Ok(Secret(v.to_string()))
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Secret, E> {
+        std::str::from_utf8(v).map(Secret::new).map_err(|_| self.refuse("bytes that are not UTF-8"))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+        Err(self.refuse("a boolean"))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+        Err(self.refuse("a number"))
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<Secret, E> {
+        Err(self.refuse("a number"))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+        Err(self.refuse("a number"))
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<Secret, E> {
+        Err(self.refuse("a number"))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+        Err(self.refuse("a number"))
+    }
+}
+
 /// Values given on the command line; they win over file and environment.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Overrides {
@@ -428,7 +513,9 @@ pub struct Overrides {
 
 impl Config {
     /// Loads defaults < `file` (if given) < `HURTIGSPOR__*` < `overrides`.
-    /// Errors name the offending key and where its value came from.
+    /// Errors name the offending key and where its value came from. Secrets
+    /// come from the file or the environment: `base` is serialised, which
+    /// leaves its secrets out (see [`Secret`]).
     pub fn load(file: Option<&Path>, base: Config, overrides: Overrides) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(base));
         if let Some(path) = file {
@@ -792,6 +879,104 @@ mod tests {
         let err =
             Config::load(Some(Path::new("/nonexistent/h.toml")), Config::default(), Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("does not exist"));
+    }
+
+    /// Every secret the configuration holds, set from the file or the
+    /// environment, with values that show if anything repeats them.
+    fn config_with_every_secret(jail: &mut Jail) -> figment::error::Result<Config> {
+        jail.create_file(
+            "h.toml",
+            "[security]\nnational_id_key = \"nationalidkey0000000000000000000000000000000000000000000000000000\"\n\
+             [security.encryption_keys]\nk1 = \"encryptionkeyk1\"\n\
+             [targets.arena]\nbase_url = \"https://arena.example\"\nclient_id = \"gateway\"\nclient_secret = \"arenaclientsecret\"\n\
+             [targets.nokut]\nbase_url = \"https://nokut.example\"\napi_key = \"nokutapikey\"\n",
+        )?;
+        jail.set_env("HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__K2", "encryptionkeyk2");
+        jail.set_env("HURTIGSPOR__TARGETS__NIR__BASE_URL", "https://nir.example");
+        jail.set_env("HURTIGSPOR__TARGETS__NIR__USERNAME", "intro");
+        jail.set_env("HURTIGSPOR__TARGETS__NIR__PASSWORD", "nirpassword");
+        jail.set_env("HURTIGSPOR__TARGETS__NOKUT__WEBHOOK_SECRET", "nokutwebhooksecret");
+        Ok(Config::load(Some(Path::new("h.toml")), Config::default(), Overrides::default()).unwrap())
+    }
+
+    const SECRET_VALUES: [&str; 7] = [
+        "nationalidkey",
+        "encryptionkeyk1",
+        "encryptionkeyk2",
+        "arenaclientsecret",
+        "nirpassword",
+        "nokutapikey",
+        "nokutwebhooksecret",
+    ];
+
+    #[test]
+    fn secrets_load_from_the_file_and_the_environment() {
+        Jail::expect_with(|jail| {
+            let c = config_with_every_secret(jail)?;
+            assert!(c.security.national_id_key.as_ref().unwrap().expose().starts_with("nationalidkey"));
+            assert_eq!(c.security.encryption_keys["k1"].expose(), "encryptionkeyk1");
+            assert_eq!(c.security.encryption_keys["k2"].expose(), "encryptionkeyk2");
+            let targets = &c.targets;
+            assert_eq!(targets.arena.as_ref().unwrap().client_secret.expose(), "arenaclientsecret");
+            assert_eq!(targets.nir.as_ref().unwrap().password.expose(), "nirpassword");
+            let nokut = targets.nokut.as_ref().unwrap();
+            assert_eq!(nokut.api_key.expose(), "nokutapikey");
+            assert_eq!(nokut.webhook_secret.as_ref().unwrap().expose(), "nokutwebhooksecret");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn debug_of_a_config_shows_no_secret() {
+        Jail::expect_with(|jail| {
+            let c = config_with_every_secret(jail)?;
+            for shown in [format!("{c:?}"), format!("{c:#?}")] {
+                for secret in SECRET_VALUES {
+                    assert!(!shown.contains(secret), "{secret} in {shown}");
+                }
+                assert!(shown.contains("Secret([redacted])"), "{shown}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_serialised_config_holds_no_secret() {
+        Jail::expect_with(|jail| {
+            let c = config_with_every_secret(jail)?;
+            let json = serde_json::to_string(&c).unwrap();
+            // As `load` lays a base under the file and the environment.
+            let layered = format!("{:?}", figment::Provider::data(&Serialized::defaults(&c)).unwrap());
+            for shown in [&json, &layered] {
+                for secret in SECRET_VALUES {
+                    assert!(!shown.contains(secret), "{secret} in {shown}");
+                }
+            }
+            assert!(json.contains("https://arena.example") && json.contains("\"username\":\"intro\""), "{json}");
+            let secret_keys =
+                ["national_id_key", "encryption_keys", "client_secret", "password", "api_key", "webhook_secret"];
+            for key in secret_keys {
+                assert!(!json.contains(key), "{key} in {json}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_secret_of_another_type_is_refused_without_repeating_it() {
+        Jail::expect_with(|jail| {
+            jail.set_env("HURTIGSPOR__SECURITY__NATIONAL_ID_KEY", "9876543210");
+            let err = Config::load(None, Config::default(), Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("security.national_id_key") && err.contains("expected a string"), "{err}");
+            assert!(err.contains("HURTIGSPOR__SECURITY__NATIONAL_ID_KEY") && !err.contains("9876543210"), "{err}");
+            jail.clear_env();
+            jail.create_file("h.toml", "[targets.nir]\nbase_url = \"x\"\nusername = \"u\"\npassword = true\n")?;
+            let err = Config::load(Some(Path::new("h.toml")), Config::default(), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("targets.nir.password") && !err.contains("true"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
