@@ -18,6 +18,8 @@
 //! reason and a message saying what to fix; neither echoes the token nor
 //! anything of the certificate.
 
+/// The client registry's entries and roles are configuration (`[[auth.clients]]`).
+pub use crate::config::{ClientEntry, Role};
 use crate::{
     config::AuthConfig,
     domain::orgnr::Orgnr,
@@ -57,18 +59,6 @@ impl Scope {
 
     pub const ALL: [Scope; 5] =
         [Self::ParticipantsRead, Self::ParticipantsWrite, Self::SyncAdmin, Self::ReportsRead, Self::AuditRead];
-}
-
-/// What an organisation is to the gateway.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// A kommune (through its vendor): its own participants only.
-    Kommune,
-    /// NAV: moves the hurtigspor status and records measures.
-    Nav,
-    /// Operates the gateway: everything.
-    Admin,
 }
 
 /// The authenticated caller of one request.
@@ -157,21 +147,6 @@ fn admin_with<T>(request: &Request<T>, scope: Scope, refusal: &str) -> Result<Ca
         return Err(Error::PermissionDenied { reason: "ROLE_NOT_ALLOWED", message: refusal.into() }.into());
     }
     Ok(who)
-}
-
-/// An organisation the gateway knows.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientEntry {
-    /// Organisation number (9 digits).
-    pub organisation: String,
-    pub role: Role,
-    /// For kommuner: the kommunenummer they act for.
-    #[serde(default)]
-    pub kommuner: Vec<String>,
-    /// A name for logs and audit (no personal data).
-    #[serde(default)]
-    pub name: String,
 }
 
 /// `consumer` and `supplier` as Maskinporten writes them.
@@ -490,7 +465,7 @@ pub mod dev {
     };
 
     /// The issuer of dev tokens; `serve` refuses it.
-    pub const ISSUER: &str = "hurtigspor-dev";
+    pub const ISSUER: &str = AuthConfig::DEV_ISSUER;
     pub const AUDIENCE: &str = "hurtigspor";
     const KID: &str = "hurtigspor-dev-1";
 

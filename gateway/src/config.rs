@@ -1,6 +1,20 @@
 //! Typed configuration: built-in defaults, then a TOML file, then
 //! `HURTIGSPOR__*` environment variables (`__` separates levels, e.g.
 //! `HURTIGSPOR__PROGRAMME__NORMAL_MAX_MONTHS=24`), then command-line flags.
+//!
+//! This module is a leaf: it declares the configuration's data, defaults and
+//! the checks of its own shape, and uses nothing else of the crate. What is
+//! built from it lives with what is built, and takes the configuration in:
+//!
+//! - `auth` (the `Authenticator`, from `AuthConfig`) uses config, jwks, tls,
+//!   keys and audit;
+//! - `crypto` (the `Keyring`, from `Config`) uses config and keys;
+//! - `keys` (the keyed hashes, from `Config`) uses config and audit;
+//! - `tls` (the server's TLS settings, from `TlsConfig`) uses config;
+//! - `jwks` and `audit` use none of these.
+//!
+//! Names the checks here share with those modules (the dev issuer, the dev
+//! key id, the key-id rule, environment variable names) are declared here.
 
 use figment::{
     Figment,
@@ -32,6 +46,8 @@ pub enum LogFormat {
     Text,
 }
 
+/// The whole configuration. `Serialize` serves [`Config::load`] only, and
+/// leaves every [`Secret`] out.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -97,7 +113,39 @@ pub struct AuthConfig {
     pub leeway_secs: u64,
     /// The organisations that may call, with their role.
     #[serde(default)]
-    pub clients: Vec<crate::auth::ClientEntry>,
+    pub clients: Vec<ClientEntry>,
+}
+
+impl AuthConfig {
+    /// The issuer dev mode signs its tokens as; production refuses it.
+    pub const DEV_ISSUER: &str = "hurtigspor-dev";
+}
+
+/// What an organisation is to the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A kommune (through its vendor): its own participants only.
+    Kommune,
+    /// NAV: moves the hurtigspor status and records measures.
+    Nav,
+    /// Operates the gateway: everything.
+    Admin,
+}
+
+/// An organisation the gateway knows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    /// Organisation number (9 digits).
+    pub organisation: String,
+    pub role: Role,
+    /// For kommuner: the kommunenummer they act for.
+    #[serde(default)]
+    pub kommuner: Vec<String>,
+    /// A name for logs and audit (no personal data).
+    #[serde(default)]
+    pub name: String,
 }
 
 fn default_leeway() -> u64 {
@@ -175,6 +223,7 @@ pub struct TargetsConfig {
 pub struct ArenaTarget {
     pub base_url: String,
     pub client_id: String,
+    #[serde(skip_serializing)]
     pub client_secret: Secret,
 }
 
@@ -183,6 +232,7 @@ pub struct ArenaTarget {
 pub struct NirTarget {
     pub base_url: String,
     pub username: String,
+    #[serde(skip_serializing)]
     pub password: Secret,
 }
 
@@ -190,9 +240,10 @@ pub struct NirTarget {
 #[serde(deny_unknown_fields)]
 pub struct NokutTarget {
     pub base_url: String,
+    #[serde(skip_serializing)]
     pub api_key: Secret,
     /// The secret NOKUT signs webhooks with; webhooks are refused without it.
-    #[serde(default)]
+    #[serde(default, skip_serializing)]
     pub webhook_secret: Option<Secret>,
     /// The public URL of this gateway's `/webhooks/nokut`, to subscribe at
     /// start; none to rely on polling alone.
@@ -225,6 +276,7 @@ pub struct SecurityConfig {
     /// Hex-encoded key (at least 32 bytes) for the keyed hash that national
     /// ids are looked up by, and for signing page tokens. Required in
     /// production; generated under `data_dir` in dev mode.
+    #[serde(skip_serializing)]
     pub national_id_key: Option<Secret>,
     /// The keys national ids are encrypted with at rest (AES-256-GCM), by
     /// key id (lowercase letters, digits and `_`): 64 hex characters each,
@@ -232,10 +284,54 @@ pub struct SecurityConfig {
     /// `HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__<ID>`. Every key id the
     /// database still holds values under must be here. Required in
     /// production; dev mode adds key `dev`, generated under `data_dir`.
+    #[serde(skip_serializing)]
     pub encryption_keys: BTreeMap<String, Secret>,
     /// The key id new values are encrypted under (`hurtigspor rotate-key`
     /// moves old values to it). Required when there is more than one key.
     pub active_encryption_key: Option<String>,
+}
+
+impl SecurityConfig {
+    /// The id of the encryption key dev mode generates; in dev mode it may be
+    /// named active without being configured.
+    pub const DEV_KEY_ID: &str = "dev";
+}
+
+/// Checks a key id from configuration: lowercase letters, digits and `_`,
+/// starting with a letter, at most 32 characters (environment variable names
+/// are case-insensitive here, so upper case could not round-trip).
+pub fn check_key_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 32
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "key id `{id}` in security.encryption_keys is not valid: use lowercase letters, digits and `_`, starting with a letter, at most 32 characters (e.g. k2026a)"
+        ))
+    }
+}
+
+/// What to do when production has no encryption key.
+pub fn missing_keys_message() -> String {
+    "key `security.encryption_keys` is required in production: national ids are stored encrypted with it. \
+     Generate a key with `openssl rand -hex 32` and set it under an id of your choice, e.g. \
+     HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__K2026A=<64 hex characters> and \
+     HURTIGSPOR__SECURITY__ACTIVE_ENCRYPTION_KEY=k2026a (or `encryption_keys = { k2026a = \"...\" }` and \
+     `active_encryption_key = \"k2026a\"` under [security] in the config file)"
+        .to_owned()
+}
+
+/// The prefix of the environment variables that set configuration keys.
+const ENV_PREFIX: &str = "HURTIGSPOR__";
+
+/// The environment variable that sets the configuration key at `path`:
+/// `["security", "national_id_key"]` is `HURTIGSPOR__SECURITY__NATIONAL_ID_KEY`.
+pub fn env_var(path: &[impl AsRef<str>]) -> String {
+    let path: Vec<&str> = path.iter().map(AsRef::as_ref).collect();
+    format!("{ENV_PREFIX}{}", path.join("__").to_ascii_uppercase())
 }
 
 /// Programme rules that law and policy change; kept out of code.
@@ -305,9 +401,23 @@ impl Default for LogConfig {
     }
 }
 
-/// A secret string: never printed by `Debug`.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+/// A secret string: a password, client secret, API key, webhook secret or
+/// key. It is read from the config file or the environment, and its value
+/// is had only through [`Secret::expose`].
+///
+/// - `Debug` prints `Secret([redacted])`; there is no `Display`.
+/// - There is no `Serialize`. [`Config`] is `Serialize` only because
+///   [`Config::load`] lays its base (the defaults) under the file and the
+///   environment through figment's `Serialized` provider; every field that
+///   holds a `Secret` is `#[serde(skip_serializing)]` (the derive refuses one
+///   that is not), so a serialised configuration leaves secrets out
+///   altogether. Left out rather than written as `"***"`: a placeholder
+///   would be read back by `load` as if it were the value, where a secret
+///   left out reads back as missing, which loading or validation names. The
+///   bases `load` is given (the defaults, the dev defaults) hold no secrets.
+/// - Deserialising takes a string; a value of another type is refused
+///   without repeating it in the error.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
@@ -326,6 +436,70 @@ impl fmt::Debug for Secret {
     }
 }
 
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_string(SecretVisitor)
+    }
+}
+
+/// Takes what a `String` takes; what it refuses is named by its kind only
+/// (serde's own errors would repeat a number or a boolean).
+struct SecretVisitor;
+
+impl SecretVisitor {
+    fn refuse<E: serde::de::Error>(&self, kind: &str) -> E {
+        E::invalid_type(serde::de::Unexpected::Other(kind), self)
+    }
+}
+
+impl serde::de::Visitor<'_> for SecretVisitor {
+    type Value = Secret;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+        Ok(Secret::new(v))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
+        Ok(Secret(v))
+    }
+
+    fn visit_char<E: serde::de::Error>(self, v: char) -> Result<Secret, E> {
+        Ok(Secret(v.to_string()))
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Secret, E> {
+        std::str::from_utf8(v).map(Secret::new).map_err(|_| self.refuse("bytes that are not UTF-8"))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+        Err(self.refuse("a boolean"))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+        Err(self.refuse("a number"))
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<Secret, E> {
+        Err(self.refuse("a number"))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+        Err(self.refuse("a number"))
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<Secret, E> {
+        Err(self.refuse("a number"))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+        Err(self.refuse("a number"))
+    }
+}
+
 /// Values given on the command line; they win over file and environment.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Overrides {
@@ -339,7 +513,9 @@ pub struct Overrides {
 
 impl Config {
     /// Loads defaults < `file` (if given) < `HURTIGSPOR__*` < `overrides`.
-    /// Errors name the offending key and where its value came from.
+    /// Errors name the offending key and where its value came from. Secrets
+    /// come from the file or the environment: `base` is serialised, which
+    /// leaves its secrets out (see [`Secret`]).
     pub fn load(file: Option<&Path>, base: Config, overrides: Overrides) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(base));
         if let Some(path) = file {
@@ -351,7 +527,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("HURTIGSPOR__").split("__")).merge(Serialized::defaults(overrides));
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__")).merge(Serialized::defaults(overrides));
         figment
             .extract()
             .map_err(|e| ConfigError(e.into_iter().map(|err| describe(&err)).collect::<Vec<_>>().join("; ")))
@@ -423,7 +599,7 @@ impl Config {
                         "section `[auth]` is required in production: issuer, jwks_file or jwks_url, and the clients that may call (see the README)".into(),
                     ));
                 }
-                Some(a) if a.issuer == crate::auth::dev::ISSUER => {
+                Some(a) if a.issuer == AuthConfig::DEV_ISSUER => {
                     return Err(ConfigError(
                         "key `auth.issuer` names the dev issuer; production does not accept dev tokens".into(),
                     ));
@@ -440,19 +616,19 @@ impl Config {
             ));
         }
         for id in self.security.encryption_keys.keys() {
-            crate::crypto::check_key_id(id).map_err(ConfigError)?;
+            check_key_id(id).map_err(ConfigError)?;
         }
         if let Some(active) = &self.security.active_encryption_key
             && !self.security.encryption_keys.contains_key(active)
-            && !(self.mode == Mode::Dev && active == crate::crypto::DEV_KEY_ID)
+            && !(self.mode == Mode::Dev && active == SecurityConfig::DEV_KEY_ID)
         {
             return Err(ConfigError(format!(
                 "key `security.active_encryption_key` names `{active}`, which is not in security.encryption_keys; add it there (or set {})",
-                crate::crypto::env_var(active)
+                env_var(&["security", "encryption_keys", active])
             )));
         }
         if self.mode == Mode::Production && self.security.encryption_keys.is_empty() {
-            return Err(ConfigError(crate::crypto::missing_keys_message()));
+            return Err(ConfigError(missing_keys_message()));
         }
         Ok(())
     }
@@ -515,7 +691,7 @@ fn describe(err: &figment::Error) -> String {
     let key = path.join(".");
     let source = match &err.metadata {
         Some(md) if md.name.contains("environment") => {
-            format!(" (from environment variable HURTIGSPOR__{})", path.join("__").to_ascii_uppercase())
+            format!(" (from environment variable {})", env_var(&path))
         }
         Some(md) => match &md.source {
             Some(src) => format!(" (from {src})"),
@@ -603,7 +779,7 @@ mod tests {
         let mut config = Config { auth: Some(production_auth()), ..Config::default() };
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("security.national_id_key"), "{err}");
-        config.auth.as_mut().unwrap().issuer = crate::auth::dev::ISSUER.into();
+        config.auth.as_mut().unwrap().issuer = AuthConfig::DEV_ISSUER.into();
         config.security.national_id_key = Some(Secret::new("ab".repeat(32)));
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("dev issuer"), "production refuses dev tokens: {err}");
@@ -690,10 +866,117 @@ mod tests {
     }
 
     #[test]
+    fn key_ids_must_round_trip_through_the_environment() {
+        assert!(check_key_id("k2026a").is_ok());
+        assert!(check_key_id("old_2025").is_ok());
+        for bad in ["", "K2026A", "2026", "k-1", "k.1", &"k".repeat(33)] {
+            assert!(check_key_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn missing_file_is_an_error() {
         let err =
             Config::load(Some(Path::new("/nonexistent/h.toml")), Config::default(), Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("does not exist"));
+    }
+
+    /// Every secret the configuration holds, set from the file or the
+    /// environment, with values that show if anything repeats them.
+    fn config_with_every_secret(jail: &mut Jail) -> figment::error::Result<Config> {
+        jail.create_file(
+            "h.toml",
+            "[security]\nnational_id_key = \"nationalidkey0000000000000000000000000000000000000000000000000000\"\n\
+             [security.encryption_keys]\nk1 = \"encryptionkeyk1\"\n\
+             [targets.arena]\nbase_url = \"https://arena.example\"\nclient_id = \"gateway\"\nclient_secret = \"arenaclientsecret\"\n\
+             [targets.nokut]\nbase_url = \"https://nokut.example\"\napi_key = \"nokutapikey\"\n",
+        )?;
+        jail.set_env("HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__K2", "encryptionkeyk2");
+        jail.set_env("HURTIGSPOR__TARGETS__NIR__BASE_URL", "https://nir.example");
+        jail.set_env("HURTIGSPOR__TARGETS__NIR__USERNAME", "intro");
+        jail.set_env("HURTIGSPOR__TARGETS__NIR__PASSWORD", "nirpassword");
+        jail.set_env("HURTIGSPOR__TARGETS__NOKUT__WEBHOOK_SECRET", "nokutwebhooksecret");
+        Ok(Config::load(Some(Path::new("h.toml")), Config::default(), Overrides::default()).unwrap())
+    }
+
+    const SECRET_VALUES: [&str; 7] = [
+        "nationalidkey",
+        "encryptionkeyk1",
+        "encryptionkeyk2",
+        "arenaclientsecret",
+        "nirpassword",
+        "nokutapikey",
+        "nokutwebhooksecret",
+    ];
+
+    #[test]
+    fn secrets_load_from_the_file_and_the_environment() {
+        Jail::expect_with(|jail| {
+            let c = config_with_every_secret(jail)?;
+            assert!(c.security.national_id_key.as_ref().unwrap().expose().starts_with("nationalidkey"));
+            assert_eq!(c.security.encryption_keys["k1"].expose(), "encryptionkeyk1");
+            assert_eq!(c.security.encryption_keys["k2"].expose(), "encryptionkeyk2");
+            let targets = &c.targets;
+            assert_eq!(targets.arena.as_ref().unwrap().client_secret.expose(), "arenaclientsecret");
+            assert_eq!(targets.nir.as_ref().unwrap().password.expose(), "nirpassword");
+            let nokut = targets.nokut.as_ref().unwrap();
+            assert_eq!(nokut.api_key.expose(), "nokutapikey");
+            assert_eq!(nokut.webhook_secret.as_ref().unwrap().expose(), "nokutwebhooksecret");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn debug_of_a_config_shows_no_secret() {
+        Jail::expect_with(|jail| {
+            let c = config_with_every_secret(jail)?;
+            for shown in [format!("{c:?}"), format!("{c:#?}")] {
+                for secret in SECRET_VALUES {
+                    assert!(!shown.contains(secret), "{secret} in {shown}");
+                }
+                assert!(shown.contains("Secret([redacted])"), "{shown}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_serialised_config_holds_no_secret() {
+        Jail::expect_with(|jail| {
+            let c = config_with_every_secret(jail)?;
+            let json = serde_json::to_string(&c).unwrap();
+            // As `load` lays a base under the file and the environment.
+            let layered = format!("{:?}", figment::Provider::data(&Serialized::defaults(&c)).unwrap());
+            for shown in [&json, &layered] {
+                for secret in SECRET_VALUES {
+                    assert!(!shown.contains(secret), "{secret} in {shown}");
+                }
+            }
+            assert!(json.contains("https://arena.example") && json.contains("\"username\":\"intro\""), "{json}");
+            let secret_keys =
+                ["national_id_key", "encryption_keys", "client_secret", "password", "api_key", "webhook_secret"];
+            for key in secret_keys {
+                assert!(!json.contains(key), "{key} in {json}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_secret_of_another_type_is_refused_without_repeating_it() {
+        Jail::expect_with(|jail| {
+            jail.set_env("HURTIGSPOR__SECURITY__NATIONAL_ID_KEY", "9876543210");
+            let err = Config::load(None, Config::default(), Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("security.national_id_key") && err.contains("expected a string"), "{err}");
+            assert!(err.contains("HURTIGSPOR__SECURITY__NATIONAL_ID_KEY") && !err.contains("9876543210"), "{err}");
+            jail.clear_env();
+            jail.create_file("h.toml", "[targets.nir]\nbase_url = \"x\"\nusername = \"u\"\npassword = true\n")?;
+            let err = Config::load(Some(Path::new("h.toml")), Config::default(), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("targets.nir.password") && !err.contains("true"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
