@@ -321,11 +321,19 @@ impl Gateway {
         }
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<ParticipantServiceServer<ParticipantApi>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(hurtigspor_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("cannot build the reflection service")?;
+        // Reflection as v1 and as v1alpha (which grpcio-reflection, older
+        // grpcurl and Postman speak), both describing the same files.
+        let descriptors = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(hurtigspor_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+                .include_reflection_service(false)
+        };
+        let reflection = descriptors().build_v1().context("cannot build the reflection service")?;
+        let reflection_v1alpha =
+            descriptors().build_v1alpha().context("cannot build the v1alpha reflection service")?;
         let limits = &self.config.limits;
         let limiter = Arc::new(crate::auth::RateLimiter::new(limits.requests_per_second, limits.burst));
         let certificates = match self.config.tls.as_ref().and_then(|t| t.client_ca_file.as_ref()) {
@@ -339,6 +347,7 @@ impl Gateway {
             authenticate.clone(),
         );
         let reflection = InterceptedService::new(reflection, authenticate.clone());
+        let reflection_v1alpha = InterceptedService::new(reflection_v1alpha, authenticate.clone());
         let audit = InterceptedService::new(
             AuditServiceServer::new(self.audit_api).max_decoding_message_size(limits.max_message_bytes),
             authenticate.clone(),
@@ -415,6 +424,7 @@ impl Gateway {
             .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
             .add_service(health)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(participants)
             .add_service(sync)
             .add_service(audit)

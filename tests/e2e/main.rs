@@ -14,6 +14,7 @@ mod jwks;
 mod listing;
 mod personal_data;
 mod platform;
+mod reflection;
 mod reporting;
 mod restart;
 mod sync;

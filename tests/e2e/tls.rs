@@ -18,6 +18,7 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_reflection::pb::{v1, v1alpha};
 
 /// The dev organisations' numbers (see `auth::dev::organisations`).
 const ADMIN: &str = "900000049";
@@ -192,6 +193,35 @@ async fn without_a_client_certificate_every_call_but_health_is_refused() {
     let mut sync = SyncServiceClient::new(tls_channel(app.addr, ca.trusted_by(None), &app.token).await.unwrap());
     expect_error(
         sync.list_failed_deliveries(ListFailedDeliveriesRequest::default()).await,
+        Code::Unauthenticated,
+        "CLIENT_CERTIFICATE_MISSING",
+    );
+    // Reflection too, in both versions.
+    let list = || {
+        tokio_stream::iter([v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+        }])
+    };
+    let mut reflection_v1 = v1::server_reflection_client::ServerReflectionClient::new(
+        tls_channel(app.addr, ca.trusted_by(None), &app.token).await.unwrap(),
+    );
+    expect_error(
+        reflection_v1.server_reflection_info(list()).await.map(|_| ()),
+        Code::Unauthenticated,
+        "CLIENT_CERTIFICATE_MISSING",
+    );
+    let list = || {
+        tokio_stream::iter([v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+        }])
+    };
+    let mut reflection_v1alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(
+        tls_channel(app.addr, ca.trusted_by(None), &app.token).await.unwrap(),
+    );
+    expect_error(
+        reflection_v1alpha.server_reflection_info(list()).await.map(|_| ()),
         Code::Unauthenticated,
         "CLIENT_CERTIFICATE_MISSING",
     );

@@ -1,0 +1,199 @@
+//! Server reflection as v1 and as v1alpha: clients that speak only v1alpha
+//! (Python's grpcio-reflection, older grpcurl, Postman) see the same services
+//! and files as v1 clients, behind the same authentication.
+
+use crate::helpers::*;
+use prost::Message;
+use prost_types::FileDescriptorProto;
+use std::collections::BTreeSet;
+use tonic::{Code, Status, transport::Channel};
+use tonic_reflection::pb::{v1, v1alpha};
+
+/// Every service the gateway serves, reflection itself included.
+const SERVED: [&str; 7] = [
+    "hurtigspor.v1.ParticipantService",
+    "hurtigspor.v1.SyncService",
+    "hurtigspor.v1.ReportingService",
+    "hurtigspor.v1.AuditService",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// A channel without credentials.
+async fn anonymous(app: &TestApp) -> Channel {
+    Channel::from_shared(format!("http://{}", app.addr)).unwrap().connect().await.unwrap()
+}
+
+/// One v1 request on a fresh stream; the first answer.
+async fn ask_v1<S>(
+    client: &mut v1::server_reflection_client::ServerReflectionClient<S>,
+    request: v1::server_reflection_request::MessageRequest,
+) -> Result<v1::server_reflection_response::MessageResponse, Status>
+where
+    S: tonic::client::GrpcService<tonic::body::Body>,
+    S::Error: Into<tonic::codegen::StdError>,
+    S::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <S::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let request = v1::ServerReflectionRequest { host: String::new(), message_request: Some(request) };
+    let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await?.into_inner();
+    let answer = stream.message().await?.expect("an answer");
+    Ok(answer.message_response.expect("a message response"))
+}
+
+/// One v1alpha request on a fresh stream; the first answer.
+async fn ask_v1alpha<S>(
+    client: &mut v1alpha::server_reflection_client::ServerReflectionClient<S>,
+    request: v1alpha::server_reflection_request::MessageRequest,
+) -> Result<v1alpha::server_reflection_response::MessageResponse, Status>
+where
+    S: tonic::client::GrpcService<tonic::body::Body>,
+    S::Error: Into<tonic::codegen::StdError>,
+    S::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <S::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let request = v1alpha::ServerReflectionRequest { host: String::new(), message_request: Some(request) };
+    let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await?.into_inner();
+    let answer = stream.message().await?.expect("an answer");
+    Ok(answer.message_response.expect("a message response"))
+}
+
+async fn services_v1(app: &TestApp) -> BTreeSet<String> {
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel(app.addr, &app.token).await);
+    match ask_v1(&mut client, v1::server_reflection_request::MessageRequest::ListServices(String::new())).await {
+        Ok(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("expected a service list over v1, got {other:?}"),
+    }
+}
+
+async fn services_v1alpha(app: &TestApp) -> BTreeSet<String> {
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(channel(app.addr, &app.token).await);
+    match ask_v1alpha(&mut client, v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()))
+        .await
+    {
+        Ok(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("expected a service list over v1alpha, got {other:?}"),
+    }
+}
+
+/// The files of a v1alpha descriptor answer, decoded.
+fn files(answer: Result<v1alpha::server_reflection_response::MessageResponse, Status>) -> Vec<FileDescriptorProto> {
+    match answer {
+        Ok(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) => files
+            .file_descriptor_proto
+            .iter()
+            .map(|bytes| FileDescriptorProto::decode(bytes.as_slice()).expect("a file descriptor"))
+            .collect(),
+        other => panic!("expected file descriptors over v1alpha, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn both_versions_list_every_service() {
+    let app = spawn_app().await;
+    let over_v1 = services_v1(&app).await;
+    let over_v1alpha = services_v1alpha(&app).await;
+    for expected in SERVED {
+        assert!(over_v1.contains(expected), "{expected} over v1: {over_v1:?}");
+        assert!(over_v1alpha.contains(expected), "{expected} over v1alpha: {over_v1alpha:?}");
+    }
+    assert_eq!(over_v1, over_v1alpha, "both versions describe the same services");
+    assert_eq!(over_v1.len(), SERVED.len(), "nothing but what is served: {over_v1:?}");
+}
+
+#[tokio::test]
+async fn v1alpha_fetches_a_file_by_symbol_and_its_imports_by_name() {
+    let app = spawn_app().await;
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(channel(app.addr, &app.token).await);
+    use v1alpha::server_reflection_request::MessageRequest;
+
+    let found = files(
+        ask_v1alpha(&mut client, MessageRequest::FileContainingSymbol("hurtigspor.v1.ParticipantService".into())).await,
+    );
+    let [file] = found.as_slice() else { panic!("one file, got {}", found.len()) };
+    assert_eq!(file.name(), "hurtigspor/v1/participant_service.proto");
+    assert_eq!(file.package(), "hurtigspor.v1");
+    let service = file.service.iter().find(|s| s.name() == "ParticipantService").expect("the service");
+    let methods: Vec<_> = service.method.iter().map(|m| m.name()).collect();
+    for expected in ["CreateParticipant", "GetParticipant", "ListParticipants", "LookupParticipant"] {
+        assert!(methods.contains(&expected), "{expected} in {methods:?}");
+    }
+
+    // A client resolves the file's imports by name, the vendored ones included.
+    assert!(!file.dependency.is_empty(), "the service file imports the messages");
+    for import in &file.dependency {
+        let got = files(ask_v1alpha(&mut client, MessageRequest::FileByFilename(import.clone())).await);
+        assert_eq!(got.iter().map(|f| f.name()).collect::<Vec<_>>(), [import.as_str()]);
+    }
+    let date = files(ask_v1alpha(&mut client, MessageRequest::FileContainingSymbol("google.type.Date".into())).await);
+    assert_eq!(date[0].name(), "google/type/date.proto");
+
+    // A message and a method are symbols too.
+    for (symbol, file) in [
+        ("hurtigspor.v1.Participant", "hurtigspor/v1/participant.proto"),
+        ("hurtigspor.v1.ParticipantService.GetParticipant", "hurtigspor/v1/participant_service.proto"),
+    ] {
+        let got = files(ask_v1alpha(&mut client, MessageRequest::FileContainingSymbol(symbol.into())).await);
+        assert_eq!(got.iter().map(|f| f.name()).collect::<Vec<_>>(), [file], "{symbol}");
+    }
+
+    let unknown =
+        ask_v1alpha(&mut client, MessageRequest::FileContainingSymbol("hurtigspor.v1.NoSuchService".into())).await;
+    assert_eq!(unknown.unwrap_err().code(), Code::NotFound);
+}
+
+/// A ListServices over v1 and over v1alpha with `token`; the answers reduced
+/// to whether they were served.
+async fn list_both(addr: std::net::SocketAddr, token: &str) -> [Result<(), Status>; 2] {
+    let mut over_v1 = v1::server_reflection_client::ServerReflectionClient::new(channel(addr, token).await);
+    let mut over_v1alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel(addr, token).await);
+    [
+        ask_v1(&mut over_v1, v1::server_reflection_request::MessageRequest::ListServices(String::new()))
+            .await
+            .map(|_| ()),
+        ask_v1alpha(&mut over_v1alpha, v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()))
+            .await
+            .map(|_| ()),
+    ]
+}
+
+#[tokio::test]
+async fn v1alpha_needs_a_valid_token_as_v1_does() {
+    let app = spawn_app().await;
+
+    // No token at all.
+    let mut over_v1 = v1::server_reflection_client::ServerReflectionClient::new(anonymous(&app).await);
+    let mut over_v1alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(anonymous(&app).await);
+    let refused = [
+        ask_v1(&mut over_v1, v1::server_reflection_request::MessageRequest::ListServices(String::new()))
+            .await
+            .map(|_| ()),
+        ask_v1alpha(&mut over_v1alpha, v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()))
+            .await
+            .map(|_| ()),
+    ];
+    for refused in refused {
+        expect_error(refused, Code::Unauthenticated, "TOKEN_MISSING");
+    }
+
+    // The admin's token with its signature's first character changed.
+    let (signed, signature) = app.token.rsplit_once('.').unwrap();
+    let first = if signature.starts_with('A') { 'B' } else { 'A' };
+    let forged = format!("{signed}.{first}{}", &signature[1..]);
+    remember_secret(forged.rsplit('.').next().unwrap());
+    for refused in list_both(app.addr, &forged).await {
+        expect_error(refused, Code::Unauthenticated, "TOKEN_SIGNATURE_INVALID");
+    }
+
+    // The token itself gets through on both.
+    for served in list_both(app.addr, &app.token).await {
+        served.expect("a valid token is served");
+    }
+}
