@@ -4,7 +4,6 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
-pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod domain;

@@ -1,0 +1,20 @@
+//! How a gRPC error is told to the user.
+
+use tonic_types::StatusExt;
+
+/// A gRPC error as the user reads it: the code, the message, and every
+/// field violation and failed precondition.
+pub(crate) fn describe(status: &tonic::Status) -> anyhow::Error {
+    let mut out = format!("{:?}: {}", status.code(), status.message());
+    if let Some(bad) = status.get_details_bad_request() {
+        for v in bad.field_violations {
+            out.push_str(&format!("\n  {}: {}", v.field, v.description));
+        }
+    }
+    if let Some(pf) = status.get_details_precondition_failure() {
+        for v in pf.violations {
+            out.push_str(&format!("\n  {} ({})", v.subject, v.r#type));
+        }
+    }
+    anyhow::anyhow!(out)
+}
