@@ -7,7 +7,7 @@ use hurtigspor_gateway::{
     crypto::Keyring,
     store::sqlite::{Rotation, SqliteStore, SyncConfig},
 };
-use std::{path::PathBuf, sync::Arc};
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
@@ -112,8 +112,13 @@ fn rotation_summary(rotation: &Rotation, keyring: &Keyring) -> Vec<String> {
     lines
 }
 
+/// `audit verify` ends with this when the chain is broken; 1 means it could
+/// not be checked.
+const AUDIT_LOG_BROKEN: u8 = 2;
+
 /// `audit verify`: checks the chain, with progress on stderr for long logs.
-pub(crate) fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow::Result<()> {
+/// Exits 0 when intact and [`AUDIT_LOG_BROKEN`] when not.
+pub(crate) fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow::Result<ExitCode> {
     let expect = expect_head
         .map(|h| {
             let (entry, hash) = h.split_once(':').unwrap_or((h, ""));
@@ -156,7 +161,7 @@ pub(crate) fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow
             println!(
                 "(keep the head: `audit verify --expect-head <head>` later finds entries removed from the end too)"
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Err(broken) => {
             eprintln!("audit log BROKEN at entry {}: {broken}", broken.sequence());
@@ -164,7 +169,7 @@ pub(crate) fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow
                 "entries before {} are intact; restore the database from a backup to see what changed",
                 broken.sequence()
             );
-            std::process::exit(2);
+            Ok(ExitCode::from(AUDIT_LOG_BROKEN))
         }
     }
 }

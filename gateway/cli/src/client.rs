@@ -1,7 +1,7 @@
 //! The client subcommands: `participants` and `report`, against a running
 //! gateway, in plaintext or over (mutual) TLS.
 
-use crate::error::describe;
+use crate::error::Described;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use hurtigspor_gateway::{auth::BearerToken, domain::hurtigspor};
@@ -206,7 +206,7 @@ pub(crate) async fn report(
     let report = client
         .get_hurtigspor_report(GetHurtigsporReportRequest { kommunenummer, year })
         .await
-        .map_err(|s| describe(&s))?
+        .described()?
         .into_inner();
     if csv {
         print!("{}", hurtigspor_gateway::report::csv(&report));
@@ -251,7 +251,7 @@ async fn report_participants(
                 page_token: token,
             })
             .await
-            .map_err(|s| describe(&s))?
+            .described()?
             .into_inner();
         for p in &page.participants {
             println!("{}", line(&mut participant_row(p).split(',')));
@@ -319,13 +319,12 @@ pub(crate) async fn participants(
                     request_id: request_id.unwrap_or_default(),
                 })
                 .await
-                .map_err(|s| describe(&s))?
+                .described()?
                 .into_inner();
             print_participant(&p);
         }
         ParticipantsCommand::Get { name } => {
-            let p =
-                client.get_participant(GetParticipantRequest { name }).await.map_err(|s| describe(&s))?.into_inner();
+            let p = client.get_participant(GetParticipantRequest { name }).await.described()?.into_inner();
             print_participant(&p);
         }
         ParticipantsCommand::Lookup => {
@@ -333,11 +332,7 @@ pub(crate) async fn participants(
             if national_id.is_empty() {
                 bail!("write the national id on stdin, e.g. `echo <number> | hurtigspor participants lookup`");
             }
-            let p = client
-                .lookup_participant(LookupParticipantRequest { national_id })
-                .await
-                .map_err(|s| describe(&s))?
-                .into_inner();
+            let p = client.lookup_participant(LookupParticipantRequest { national_id }).await.described()?.into_inner();
             print_participant(&p);
         }
         ParticipantsCommand::List { kommune, status, page_size, all } => {
@@ -353,7 +348,7 @@ pub(crate) async fn participants(
                         hurtigspor_status: status,
                     })
                     .await
-                    .map_err(|s| describe(&s))?
+                    .described()?
                     .into_inner();
                 for p in &page.participants {
                     let s =

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use client::{ClientTls, ParticipantsCommand};
 use hurtigspor_gateway::config::{Config, Mode, Overrides};
 use server::ServerArgs;
-use std::path::PathBuf;
+use std::{path::PathBuf, process::ExitCode};
 
 #[derive(Parser, Debug)]
 #[command(name = "hurtigspor", version, about = "The hurtigspor gateway: one participant record, every system in step")]
@@ -132,7 +132,10 @@ pub enum Command {
     },
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs one command to its end and says how the process should exit: 0, or
+/// a code of the command's own (`audit verify`: 2 for a broken log). An
+/// error is printed by the caller and exits 1.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config, server } => {
             let config = Config::load(
@@ -141,7 +144,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Overrides { listen: server.listen, data_dir: server.data_dir, mode: None },
             )?;
             hurtigspor_gateway::telemetry::init(&config.log);
-            server::serve(config, false, 0).await
+            server::serve(config, false, 0).await?;
         }
         Command::Dev { config, server, seed } => {
             let config = Config::load(
@@ -150,33 +153,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Overrides { listen: server.listen, data_dir: server.data_dir, mode: Some(Mode::Dev) },
             )?;
             hurtigspor_gateway::telemetry::init(&config.log);
-            server::serve(config, true, seed).await
+            server::serve(config, true, seed).await?;
         }
         Command::Migrate { config, data_dir } => {
             let config =
                 Config::load(config.as_deref(), Config::default(), Overrides { data_dir, ..Default::default() })?;
-            admin::migrate(&config).await
+            admin::migrate(&config).await?;
         }
         Command::RotateKey { config, data_dir, batch_size } => {
             let config =
                 Config::load(config.as_deref(), Config::default(), Overrides { data_dir, ..Default::default() })?;
-            admin::rotate_key(&config, batch_size as usize).await
+            admin::rotate_key(&config, batch_size as usize).await?;
         }
         Command::Participants { server, token, purpose, tls, command } => {
             let token = client::token_or_dev(token)?;
-            client::participants(&server, tls, &token, purpose.as_deref(), command).await
+            client::participants(&server, tls, &token, purpose.as_deref(), command).await?;
         }
         Command::Report { server, token, purpose, tls, kommune, year, csv, participants } => {
             let token = client::token_or_dev(token)?;
             let asked = client::Asked { kommunenummer: kommune.unwrap_or_default(), year, csv, participants };
-            client::report(&server, tls, &token, purpose.as_deref(), asked).await
+            client::report(&server, tls, &token, purpose.as_deref(), asked).await?;
         }
         Command::Audit { command: AuditCommand::Verify { config, data_dir, expect_head } } => {
             // Without a config, a data directory of a dev gateway: its keys
             // were generated there.
             let defaults = if config.is_none() { Config::dev_defaults() } else { Config::default() };
             let config = Config::load(config.as_deref(), defaults, Overrides { data_dir, ..Default::default() })?;
-            admin::verify_audit(&config, expect_head.as_deref())
+            return admin::verify_audit(&config, expect_head.as_deref());
         }
     }
+    Ok(ExitCode::SUCCESS)
 }

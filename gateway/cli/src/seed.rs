@@ -1,7 +1,7 @@
 //! `dev --seed N`: synthetic participants, created through the API and
 //! followed until every system holds them.
 
-use crate::{client::Authed, error::describe};
+use crate::{client::Authed, error::Described};
 use hurtigspor_gateway::auth::BearerToken;
 use hurtigspor_proto::{
     google::r#type::Date,
@@ -50,13 +50,12 @@ pub(crate) async fn participants(server: &str, token: &str, n: u32) -> anyhow::R
             request_id: format!("seed-{i}"),
         };
         let p = match client.create_participant(request).await {
-            Ok(r) => r.into_inner(),
             // Seeded before: it is there already.
             Err(s) if s.code() == tonic::Code::AlreadyExists => {
                 created.inc(1);
                 continue;
             }
-            Err(s) => return Err(describe(&s)),
+            created_or_not => created_or_not.described()?.into_inner(),
         };
         if i % 3 == 0 {
             client
@@ -69,7 +68,7 @@ pub(crate) async fn participants(server: &str, token: &str, n: u32) -> anyhow::R
                     etag: String::new(),
                 })
                 .await
-                .map_err(|s| describe(&s))?;
+                .described()?;
             client
                 .transition_hurtigspor(TransitionHurtigsporRequest {
                     name: p.name.clone(),
@@ -79,7 +78,7 @@ pub(crate) async fn participants(server: &str, token: &str, n: u32) -> anyhow::R
                     ..Default::default()
                 })
                 .await
-                .map_err(|s| describe(&s))?;
+                .described()?;
             if i % 6 == 0 {
                 journey(&client, &p.name, i / 6).await?;
             }
@@ -92,8 +91,7 @@ pub(crate) async fn participants(server: &str, token: &str, n: u32) -> anyhow::R
     while !names.is_empty() {
         let mut waiting = Vec::new();
         for name in names {
-            let status =
-                sync.get_sync_status(GetSyncStatusRequest { name: name.clone() }).await.map_err(|s| describe(&s))?;
+            let status = sync.get_sync_status(GetSyncStatusRequest { name: name.clone() }).await.described()?;
             let done = status.into_inner().targets.iter().all(|t| t.state != SyncState::Pending as i32);
             if done { delivered.inc(1) } else { waiting.push(name) }
         }
@@ -137,7 +135,7 @@ async fn journey(client: &ParticipantServiceClient<Authed>, name: &str, k: u32) 
                     ..Default::default()
                 })
                 .await
-                .map_err(|s| describe(&s))
+                .described()
         }
     };
     for (status, date) in steps {
@@ -159,11 +157,8 @@ async fn journey(client: &ParticipantServiceClient<Authed>, name: &str, k: u32) 
     // gives every kommune each journey, and the first four take all four.
     match (k + k / 6) % 4 {
         0 => {
-            let recorded = writes
-                .record_measure(measure(MeasureKind::WorkTraining, day(4, 1)))
-                .await
-                .map_err(|s| describe(&s))?
-                .into_inner();
+            let recorded =
+                writes.record_measure(measure(MeasureKind::WorkTraining, day(4, 1))).await.described()?.into_inner();
             let id = recorded.measures.last().map(|m| m.id.clone()).unwrap_or_default();
             writes
                 .end_measure(EndMeasureRequest {
@@ -174,7 +169,7 @@ async fn journey(client: &ParticipantServiceClient<Authed>, name: &str, k: u32) 
                     ..Default::default()
                 })
                 .await
-                .map_err(|s| describe(&s))?;
+                .described()?;
             to(HurtigsporStatus::Employed, day(9, 1)).await?;
             let outcome = Outcome {
                 kind: OutcomeKind::EmploymentFull as i32,
@@ -192,13 +187,10 @@ async fn journey(client: &ParticipantServiceClient<Authed>, name: &str, k: u32) 
                     update_mask: Some(prost_types::FieldMask { paths: vec!["outcome".into()] }),
                 })
                 .await
-                .map_err(|s| describe(&s))?;
+                .described()?;
         }
         1 => {
-            writes
-                .record_measure(measure(MeasureKind::TemporaryWageSubsidy, day(7, 1)))
-                .await
-                .map_err(|s| describe(&s))?;
+            writes.record_measure(measure(MeasureKind::TemporaryWageSubsidy, day(7, 1))).await.described()?;
             to(HurtigsporStatus::EmployedWithSubsidy, day(7, 1)).await?;
         }
         2 => {
