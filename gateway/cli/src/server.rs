@@ -1,9 +1,20 @@
-//! `serve` and `dev`: the gateway run until Ctrl-C or SIGTERM.
+//! `serve` and `dev`: the gateway run until Ctrl-C or SIGTERM, and in dev
+//! mode the Arena, NIR and NOKUT mocks it delivers to, in-process.
 
 use crate::seed;
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Args;
-use hurtigspor_gateway::{Gateway, api::participants::Clock, config::Config};
+use hurtigspor_gateway::{
+    Gateway,
+    api::participants::Clock,
+    config::{ArenaTarget, Config, Mode, NirTarget, NokutTarget, Secret},
+};
+use hurtigspor_mocks::{
+    arena::{self, Arena},
+    nir::{self, Nir},
+    nokut::{self, Nokut},
+    server::{MockSystem, RunningMock},
+};
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -22,15 +33,15 @@ pub struct ServerArgs {
 /// Builds the gateway from `config` and serves until a shutdown signal; `dev`
 /// prints where everything is, and `seed` participants are created once it
 /// listens.
-pub(crate) async fn serve(config: Config, dev: bool, seed: u32) -> anyhow::Result<()> {
+pub(crate) async fn serve(mut config: Config, dev: bool, seed: u32) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let tls = config.tls.is_some();
     if tls && seed > 0 {
         bail!("--seed talks to the dev gateway in plaintext; leave out [tls] to seed");
     }
+    let mocks = InProcessMocks::start_for(&mut config).await?;
     let gateway = Gateway::build(config, Clock::system()).await?;
     let addr = gateway.local_addr();
-    let mocks = gateway.mock_urls();
     let gateway_token = gateway.dev_tokens().and_then(|t| t.get("admin")).and_then(|t| t.as_str()).map(str::to_owned);
     if dev {
         println!("hurtigspor dev gateway");
@@ -44,7 +55,7 @@ pub(crate) async fn serve(config: Config, dev: bool, seed: u32) -> anyhow::Resul
         }
         println!("  data in     {}", data_dir.display());
         println!("  DEV MODE: synthetic test identities are accepted. Never put real personal data here.");
-        for (name, url) in &mocks {
+        for (name, url) in mocks.urls() {
             println!("  {name:<11} mock at {url} (in-process; state at {url}/admin/state)");
         }
         if let Some(tokens) = gateway.dev_tokens() {
@@ -88,7 +99,68 @@ pub(crate) async fn serve(config: Config, dev: bool, seed: u32) -> anyhow::Resul
             }
         });
     }
-    gateway.run(shutdown_signal()).await
+    let served = gateway.run(shutdown_signal()).await;
+    mocks.stop().await;
+    served
+}
+
+/// The mocks that stand in, in dev mode, for every system `[targets]`
+/// leaves out, by system name.
+struct InProcessMocks(Vec<(&'static str, RunningMock)>);
+
+impl InProcessMocks {
+    /// In dev mode with `targets.in_process_mocks` (dev's default), starts a
+    /// mock on a free port for each target not configured and configures it
+    /// as that target, with the mock's default credentials. NOKUT gets its
+    /// webhook secret and no webhook URL, so the gateway subscribes its own
+    /// HTTP listener (`http_listen`) and the mock's webhooks reach it.
+    async fn start_for(config: &mut Config) -> anyhow::Result<Self> {
+        let mut running = Vec::new();
+        if config.mode != Mode::Dev || !config.targets.in_process_mocks {
+            return Ok(Self(running));
+        }
+        let targets = &mut config.targets;
+        if targets.arena.is_none() {
+            let defaults = arena::ArenaConfig::default();
+            let (client_id, secret) = (defaults.client_id.clone(), defaults.client_secret.clone());
+            let mock = Arena::new(defaults).spawn("127.0.0.1:0").await.context("cannot start the Arena mock")?;
+            targets.arena = Some(ArenaTarget { base_url: mock.url(), client_id, client_secret: Secret::new(secret) });
+            running.push(("arena", mock));
+        }
+        if targets.nir.is_none() {
+            let defaults = nir::NirConfig::default();
+            let user = defaults.users.iter().find(|u| u.role == nir::ROLE_INTRO).context("the NIR mock has no user")?;
+            let (username, password) = (user.username.clone(), Secret::new(user.password.clone()));
+            let mock = Nir::new(defaults).spawn("127.0.0.1:0").await.context("cannot start the NIR mock")?;
+            targets.nir = Some(NirTarget { base_url: mock.url(), username, password });
+            running.push(("nir", mock));
+        }
+        if targets.nokut.is_none() {
+            let defaults = nokut::NokutConfig::default();
+            let (api_key, webhook_secret) = (defaults.api_key.clone(), defaults.webhook_secret.clone());
+            let mock = Nokut::new(defaults).spawn("127.0.0.1:0").await.context("cannot start the NOKUT mock")?;
+            targets.nokut = Some(NokutTarget {
+                base_url: mock.url(),
+                api_key: Secret::new(api_key),
+                webhook_secret: Some(Secret::new(webhook_secret)),
+                webhook_url: None,
+            });
+            running.push(("nokut", mock));
+        }
+        Ok(Self(running))
+    }
+
+    /// Each mock's base URL, by system name.
+    fn urls(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
+        self.0.iter().map(|(name, mock)| (*name, mock.url()))
+    }
+
+    /// Stops every mock, closing its connections.
+    async fn stop(self) {
+        for (_, mock) in self.0 {
+            mock.stop().await;
+        }
+    }
 }
 
 async fn shutdown_signal() {
