@@ -46,7 +46,16 @@ use hurtigspor_adapters::{
     nokut::{NokutConfig, NokutTarget},
 };
 use hurtigspor_gateway::{
-    Gateway, api::participants::Clock, config::Config, domain::national_id::testing::synthetic_fnr,
+    Gateway,
+    api::participants::Clock,
+    config::{self, Config, Secret},
+    domain::national_id::testing::synthetic_fnr,
+};
+use hurtigspor_mocks::{
+    arena::{Arena, ArenaConfig as MockArenaConfig},
+    nir::{Nir, NirConfig as MockNirConfig, ROLE_INTRO},
+    nokut::{Nokut, NokutConfig as MockNokutConfig},
+    server::{MockSystem, RunningMock},
 };
 use hurtigspor_proto::{
     google::r#type::Date,
@@ -337,17 +346,49 @@ async fn watch(sync: SyncServiceClient<Authed>, mut acks: mpsc::UnboundedReceive
     out
 }
 
-/// A gateway on port 0 with a fresh database and its in-process mocks.
+/// A gateway on port 0 with a fresh database, delivering to the three mocks
+/// in this process.
 type Authed = tonic::service::interceptor::InterceptedService<Channel, hurtigspor_gateway::auth::BearerToken>;
 
 struct App {
     addr: SocketAddr,
+    /// The mocks' base URLs, by system name.
     mocks: HashMap<&'static str, String>,
+    running: Vec<RunningMock>,
     metrics: Arc<hurtigspor_adapters::resilience::Metrics>,
     token: hurtigspor_gateway::auth::BearerToken,
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
+}
+
+/// Starts the Arena, NIR and NOKUT mocks on free ports and configures them
+/// as the gateway's targets, with their default credentials (NOKUT's
+/// webhooks to the gateway's own HTTP listener), as `hurtigspor dev` does.
+async fn start_mocks(config: &mut Config) -> (HashMap<&'static str, String>, Vec<RunningMock>) {
+    let at = "127.0.0.1:0";
+    let targets = &mut config.targets;
+    let arena = MockArenaConfig::default();
+    let (client_id, secret) = (arena.client_id.clone(), arena.client_secret.clone());
+    let arena = Arena::new(arena).spawn(at).await.expect("the Arena mock starts");
+    targets.arena = Some(config::ArenaTarget { base_url: arena.url(), client_id, client_secret: Secret::new(secret) });
+    let nir = MockNirConfig::default();
+    let user = nir.users.iter().find(|u| u.role == ROLE_INTRO).expect("the NIR mock has an intro user").clone();
+    let nir = Nir::new(nir).spawn(at).await.expect("the NIR mock starts");
+    targets.nir =
+        Some(config::NirTarget { base_url: nir.url(), username: user.username, password: Secret::new(user.password) });
+    let nokut = MockNokutConfig::default();
+    let (api_key, webhook_secret) = (nokut.api_key.clone(), nokut.webhook_secret.clone());
+    let nokut = Nokut::new(nokut).spawn(at).await.expect("the NOKUT mock starts");
+    targets.nokut = Some(config::NokutTarget {
+        base_url: nokut.url(),
+        api_key: Secret::new(api_key),
+        webhook_secret: Some(Secret::new(webhook_secret)),
+        webhook_url: None,
+    });
+    let running = vec![arena, nir, nokut];
+    let urls = TARGETS.into_iter().zip(running.iter().map(RunningMock::url)).collect();
+    (urls, running)
 }
 
 async fn start() -> App {
@@ -358,16 +399,16 @@ async fn start() -> App {
     // Measure the gateway, not its per-client rate limit.
     config.limits.requests_per_second = 10_000_000;
     config.limits.burst = 10_000_000;
+    let (mocks, running) = start_mocks(&mut config).await;
     let gateway = Gateway::build(config, Clock::system()).await.expect("the gateway builds");
     let (addr, metrics) = (gateway.local_addr(), gateway.metrics());
     let token = gateway.dev_tokens().expect("dev mode makes tokens")["admin"].as_str().unwrap().to_owned();
     let token = hurtigspor_gateway::auth::BearerToken::new(&token).unwrap().with_purpose("bench").unwrap();
-    let mocks = gateway.mock_urls().into_iter().collect();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(gateway.run(async move {
         let _ = stopped.await;
     }));
-    App { addr, mocks, metrics, token, stop, server, _dir: dir }
+    App { addr, mocks, running, metrics, token, stop, server, _dir: dir }
 }
 
 impl App {
@@ -380,6 +421,9 @@ impl App {
     async fn shutdown(self) {
         let _ = self.stop.send(());
         self.server.await.expect("server task").expect("the gateway ran cleanly");
+        for mock in self.running {
+            mock.stop().await;
+        }
     }
 }
 

@@ -552,6 +552,21 @@ pub mod dev {
         Ok(jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(pkcs8))?)
     }
 
+    /// A token from a dev gateway's `dev-tokens.json` in `data_dir`, by
+    /// name (`kommune_0301`, `kommune_4601`, `nav`, `admin`).
+    pub fn dev_token(data_dir: &Path, name: &str) -> anyhow::Result<String> {
+        use anyhow::Context;
+        let path = data_dir.join("dev-tokens.json");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("no token given and no dev tokens at {}; pass --token or set HURTIGSPOR_TOKEN", path.display())
+        })?;
+        let tokens: serde_json::Value = serde_json::from_str(&text)?;
+        tokens[name]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("{} has no `{name}` token", path.display()))
+    }
+
     /// Ready tokens for every dev organisation, valid for `hours`.
     pub fn tokens(pkcs8: &[u8], hours: i64) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
         let now = chrono::Utc::now().timestamp();

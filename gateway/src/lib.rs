@@ -4,7 +4,6 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
-pub mod cli;
 pub mod clock {
     //! The one injected time source: see [`hurtigspor_adapters::clock`].
     pub use hurtigspor_adapters::clock::{Clock, oslo_date};

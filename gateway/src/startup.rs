@@ -24,12 +24,6 @@ use hurtigspor_adapters::{
     nokut::{NokutConfig, NokutTarget},
     resilience::{BreakerConfig, Metrics, Resilient},
 };
-use hurtigspor_mocks::{
-    arena::Arena,
-    nir::Nir,
-    nokut::Nokut,
-    server::{MockSystem, RunningMock},
-};
 use hurtigspor_proto::v1::{
     audit_service_server::AuditServiceServer, participant_service_server::ParticipantServiceServer,
     reporting_service_server::ReportingServiceServer, sync_service_server::SyncServiceServer,
@@ -52,8 +46,6 @@ pub struct Gateway {
     config: Config,
     dispatcher: Arc<Dispatcher>,
     feeds: Feeds,
-    /// In-process mocks (dev mode), by system name.
-    mocks: Vec<(&'static str, RunningMock)>,
     /// Every target's reconcile counts, latency and breaker state.
     metrics: Arc<Metrics>,
     auth: Authenticator,
@@ -93,7 +85,6 @@ struct Targets {
     nokut_secret: Option<String>,
     /// Where NOKUT should send webhooks, if not to our own HTTP listener.
     nokut_webhook_url: Option<String>,
-    mocks: Vec<(&'static str, RunningMock)>,
 }
 
 /// The inbound readers and what they need at run time.
@@ -105,37 +96,25 @@ struct Feeds {
     nokut_webhook_url: Option<String>,
 }
 
-/// Targets from configuration; in dev mode the in-process mocks stand in for
-/// every target not configured. Each delivers through a circuit breaker that
-/// reports to `metrics`, under its own name.
-async fn targets(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Targets> {
+/// The targets in `[targets]`, and no others: whoever stands in for a system
+/// (the dev command's in-process mocks, a test's) is configured there. Each
+/// delivers through a circuit breaker that reports to `metrics`, under its
+/// own name.
+fn targets(config: &Config, metrics: &Arc<Metrics>, clock: &Clock) -> Targets {
     let t = &config.targets;
     let timeout = Duration::from_secs(t.timeout_secs.max(1));
-    let mut mocks = Vec::new();
-    let use_mocks = config.mode == Mode::Dev && t.in_process_mocks;
     let mut all: Vec<Arc<dyn Target>> = Vec::new();
-    let arena = if let Some(a) = &t.arena {
-        Some(Arc::new(ArenaTarget::new(ArenaConfig {
-            base_url: a.base_url.clone(),
-            client_id: a.client_id.clone(),
-            client_secret: a.client_secret.expose().to_owned(),
-            timeout,
-        })))
-    } else if use_mocks {
-        let mock = Arena::new(Default::default());
-        let running = mock.spawn("127.0.0.1:0").await.context("cannot start the Arena mock")?;
-        let defaults = hurtigspor_mocks::arena::ArenaConfig::default();
-        let target = ArenaTarget::new(ArenaConfig {
-            base_url: running.url(),
-            client_id: defaults.client_id,
-            client_secret: defaults.client_secret,
-            timeout,
-        });
-        mocks.push(("arena", running));
-        Some(Arc::new(target))
-    } else {
-        None
-    };
+    let arena = t.arena.as_ref().map(|a| {
+        Arc::new(
+            ArenaTarget::new(ArenaConfig {
+                base_url: a.base_url.clone(),
+                client_id: a.client_id.clone(),
+                client_secret: a.client_secret.expose().to_owned(),
+                timeout,
+            })
+            .with_clock(clock.clone()),
+        )
+    });
     if let Some(a) = &arena {
         all.push(a.clone());
     }
@@ -146,16 +125,6 @@ async fn targets(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Targ
             password: n.password.expose().to_owned(),
             timeout,
         })));
-    } else if use_mocks {
-        let mock = Nir::new(Default::default());
-        let running = mock.spawn("127.0.0.1:0").await.context("cannot start the NIR mock")?;
-        all.push(Arc::new(NirTarget::new(NirConfig {
-            base_url: running.url(),
-            username: "intro".into(),
-            password: "nir-dev-secret".into(),
-            timeout,
-        })));
-        mocks.push(("nir", running));
     }
     let (nokut, nokut_secret, nokut_webhook_url) = if let Some(n) = &t.nokut {
         let target = NokutTarget::new(NokutConfig {
@@ -164,13 +133,6 @@ async fn targets(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Targ
             timeout,
         });
         (Some(Arc::new(target)), n.webhook_secret.as_ref().map(|s| s.expose().to_owned()), n.webhook_url.clone())
-    } else if use_mocks {
-        let mock = Nokut::new(Default::default());
-        let running = mock.spawn("127.0.0.1:0").await.context("cannot start the NOKUT mock")?;
-        let defaults = hurtigspor_mocks::nokut::NokutConfig::default();
-        let target = NokutTarget::new(NokutConfig { base_url: running.url(), api_key: defaults.api_key, timeout });
-        mocks.push(("nokut", running));
-        (Some(Arc::new(target)), Some(defaults.webhook_secret), None)
     } else {
         (None, None, None)
     };
@@ -184,7 +146,7 @@ async fn targets(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Targ
         max_cool_down: Duration::from_millis(s.breaker_max_cool_down_ms),
     };
     let all = all.into_iter().map(|t| Resilient::wrap(t, breaker.clone(), Arc::clone(metrics))).collect();
-    Ok(Targets { all, arena, nokut, nokut_secret, nokut_webhook_url, mocks })
+    Targets { all, arena, nokut, nokut_secret, nokut_webhook_url }
 }
 
 impl Gateway {
@@ -198,8 +160,8 @@ impl Gateway {
         let tls = config.tls.as_ref().map(crate::tls::server_config).transpose()?;
         let location = Location::of(&config);
         let metrics = Arc::new(Metrics::new());
-        let Targets { all: targets, arena, nokut, nokut_secret, nokut_webhook_url, mocks } =
-            targets(&config, &metrics).await?;
+        let Targets { all: targets, arena, nokut, nokut_secret, nokut_webhook_url } =
+            targets(&config, &metrics, &clock);
         let wake = Arc::new(tokio::sync::Notify::new());
         let sync = SyncConfig { targets: targets.iter().map(|t| t.name().to_owned()).collect(), wake: wake.clone() };
         let options = StoreOptions {
@@ -276,7 +238,6 @@ impl Gateway {
             config,
             dispatcher,
             feeds,
-            mocks,
             metrics,
             auth,
             dev_tokens,
@@ -305,11 +266,6 @@ impl Gateway {
     /// The HTTP listener's address (webhooks), if there is one.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().map(|(_, a)| *a)
-    }
-
-    /// The in-process mocks' base URLs (dev mode), by system name.
-    pub fn mock_urls(&self) -> Vec<(&'static str, String)> {
-        self.mocks.iter().map(|(name, m)| (*name, m.url())).collect()
     }
 
     /// Serves until `shutdown` completes, then drains in-flight requests and
@@ -439,9 +395,6 @@ impl Gateway {
         let _ = stop_dispatcher.send(true);
         while background.join_next().await.is_some() {}
         self.store.close().await;
-        for (_, mock) in self.mocks {
-            mock.stop().await;
-        }
         tracing::info!("gateway stopped");
         result.context("the gRPC server failed")
     }
@@ -451,14 +404,27 @@ impl Gateway {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn every_dev_target_is_wrapped_under_its_own_name_and_reports_to_the_shared_metrics() {
-        let dir = tempfile::tempdir().unwrap();
+    #[test]
+    fn every_configured_target_is_wrapped_under_its_own_name_and_reports_to_the_shared_metrics() {
+        use crate::config::{ArenaTarget, NirTarget, NokutTarget, Secret};
         let mut config = Config::dev_defaults();
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.data_dir = dir.path().to_owned();
+        // Nothing is called: building a target only records where it is.
+        let url = "http://127.0.0.1:9".to_owned();
+        config.targets.arena = Some(ArenaTarget {
+            base_url: url.clone(),
+            client_id: "hurtigspor-gateway".into(),
+            client_secret: Secret::new("arena-secret"),
+        });
+        config.targets.nir =
+            Some(NirTarget { base_url: url.clone(), username: "intro".into(), password: Secret::new("nir-secret") });
+        config.targets.nokut = Some(NokutTarget {
+            base_url: url,
+            api_key: Secret::new("nokut-key"),
+            webhook_secret: None,
+            webhook_url: None,
+        });
         let metrics = Arc::new(Metrics::new());
-        let targets = targets(&config, &metrics).await.unwrap();
+        let targets = targets(&config, &metrics, &Clock::system());
         let names: Vec<_> = targets.all.iter().map(|t| t.name()).collect();
         assert_eq!(names, ["arena", "nir", "nokut"]);
         let text = metrics.render();
@@ -466,8 +432,14 @@ mod tests {
             let line = format!(r#"hurtigspor_target_circuit_state{{target="{name}"}} 0"#);
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
-        for (_, mock) in targets.mocks {
-            mock.stop().await;
-        }
+    }
+
+    #[test]
+    fn in_process_mocks_alone_give_no_target() {
+        // Starting mocks is for whoever runs the gateway (`hurtigspor dev`),
+        // which configures them as targets; the gateway only uses `[targets]`.
+        let config = Config::dev_defaults();
+        assert!(config.targets.in_process_mocks);
+        assert!(targets(&config, &Arc::new(Metrics::new()), &Clock::system()).all.is_empty());
     }
 }

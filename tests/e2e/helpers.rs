@@ -1,19 +1,26 @@
-//! `spawn_app()`: a real gateway on port 0 with a fresh SQLite file, plus
-//! helpers that build requests and inspect errors.
+//! `spawn_app()`: a real gateway on port 0 with a fresh SQLite file,
+//! delivering to Arena, NIR and NOKUT mocks that the harness starts for it,
+//! plus helpers that build requests and inspect errors.
 
 use hurtigspor_gateway::{
     Gateway,
     api::participants::Clock,
     auth::{BearerToken, Claims, OrgClaim, dev},
-    config::{Config, Mode, Secret},
+    config::{ArenaTarget, Config, Mode, NirTarget, NokutTarget, Secret},
     domain::national_id::testing::synthetic_fnr,
+};
+use hurtigspor_mocks::{
+    arena::{Arena, ArenaConfig},
+    nir::{Nir, NirConfig, ROLE_INTRO},
+    nokut::{Nokut, NokutConfig},
+    server::{MockSystem, RunningMock},
 };
 use hurtigspor_proto::{
     google::r#type::Date,
     v1::{CreateParticipantRequest, Participant, Programme, participant_service_client::ParticipantServiceClient},
 };
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     io::Write,
     net::SocketAddr,
     path::Path,
@@ -206,8 +213,11 @@ pub fn nursing_case(name: &str) -> hurtigspor_proto::v1::OpenRecognitionCaseRequ
 
 pub struct TestApp {
     pub addr: SocketAddr,
-    /// The in-process mocks' base URLs, by system name.
-    pub mocks: std::collections::HashMap<&'static str, String>,
+    /// The base URLs of the mocks the harness started for this gateway, by
+    /// system name.
+    pub mocks: HashMap<&'static str, String>,
+    /// The mocks themselves, stopped after the gateway.
+    running_mocks: Vec<RunningMock>,
     /// The HTTP listener (NOKUT webhooks), if configured.
     pub http: Option<SocketAddr>,
     pub client: Client,
@@ -295,6 +305,52 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(dir, config).await
 }
 
+/// With `targets.in_process_mocks` (on in `dev_config` and so in
+/// `production_config`), starts a mock on a free port for every target that
+/// `config` leaves out and configures it as that target, with the mock's
+/// default credentials, as `hurtigspor dev` does; NOKUT's webhooks go to the
+/// gateway's own HTTP listener. In any mode, so that a production gateway
+/// delivers too.
+async fn start_mocks(config: &mut Config) -> (HashMap<&'static str, String>, Vec<RunningMock>) {
+    let (mut urls, mut running) = (HashMap::new(), Vec::new());
+    if !config.targets.in_process_mocks {
+        return (urls, running);
+    }
+    let at = "127.0.0.1:0";
+    let targets = &mut config.targets;
+    if targets.arena.is_none() {
+        let arena = ArenaConfig::default();
+        let (client_id, secret) = (arena.client_id.clone(), arena.client_secret.clone());
+        let mock = Arena::new(arena).spawn(at).await.expect("the Arena mock starts");
+        targets.arena = Some(ArenaTarget { base_url: mock.url(), client_id, client_secret: Secret::new(secret) });
+        urls.insert("arena", mock.url());
+        running.push(mock);
+    }
+    if targets.nir.is_none() {
+        let nir = NirConfig::default();
+        let user = nir.users.iter().find(|u| u.role == ROLE_INTRO).expect("the NIR mock has an intro user").clone();
+        let mock = Nir::new(nir).spawn(at).await.expect("the NIR mock starts");
+        targets.nir =
+            Some(NirTarget { base_url: mock.url(), username: user.username, password: Secret::new(user.password) });
+        urls.insert("nir", mock.url());
+        running.push(mock);
+    }
+    if targets.nokut.is_none() {
+        let nokut = NokutConfig::default();
+        let (api_key, webhook_secret) = (nokut.api_key.clone(), nokut.webhook_secret.clone());
+        let mock = Nokut::new(nokut).spawn(at).await.expect("the NOKUT mock starts");
+        targets.nokut = Some(NokutTarget {
+            base_url: mock.url(),
+            api_key: Secret::new(api_key),
+            webhook_secret: Some(Secret::new(webhook_secret)),
+            webhook_url: None,
+        });
+        urls.insert("nokut", mock.url());
+        running.push(mock);
+    }
+    (urls, running)
+}
+
 /// A gateway on `config`, owning `dir` (its data dir).
 pub async fn spawn_with(dir: TempDir, config: Config) -> TestApp {
     spawn_over(dir, config, None).await
@@ -305,8 +361,9 @@ pub async fn spawn_over_tls(dir: TempDir, config: Config, tls: ClientTlsConfig) 
     spawn_over(dir, config, Some(tls)).await
 }
 
-async fn spawn_over(dir: TempDir, config: Config, tls: Option<ClientTlsConfig>) -> TestApp {
+async fn spawn_over(dir: TempDir, mut config: Config, tls: Option<ClientTlsConfig>) -> TestApp {
     capture_logs();
+    let (mocks, running_mocks) = start_mocks(&mut config).await;
     let issuer = config.auth.as_ref().map(|a| a.issuer.clone());
     // Keys of the configuration never reach the logs.
     for key in config.security.national_id_key.iter().chain(config.security.encryption_keys.values()) {
@@ -327,7 +384,6 @@ async fn spawn_over(dir: TempDir, config: Config, tls: Option<ClientTlsConfig>) 
         None => token_for(dir.path(), &issuer.expect("auth is configured"), "admin", &ALL_SCOPES),
     };
     let addr = gateway.local_addr();
-    let mocks = gateway.mock_urls().into_iter().collect();
     let http = gateway.http_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(gateway.run(async move {
@@ -347,7 +403,7 @@ async fn spawn_over(dir: TempDir, config: Config, tls: Option<ClientTlsConfig>) 
         None => connect(addr, &token).await,
         Some(tls) => ParticipantServiceClient::new(tls_channel(addr, tls, &token).await.expect("connects over TLS")),
     };
-    TestApp { addr, mocks, http, client, token, dir, shutdown: Some(tx), server: Some(server) }
+    TestApp { addr, mocks, running_mocks, http, client, token, dir, shutdown: Some(tx), server: Some(server) }
 }
 
 /// The purpose the tests' clients send with every request.
@@ -423,13 +479,17 @@ impl TestApp {
         until(system, || self.mock_state(system), check).await
     }
 
-    /// Stops the gateway gracefully and hands back its data directory.
+    /// Stops the gateway gracefully, then its mocks, and hands back its
+    /// data directory.
     pub async fn stop(mut self) -> TempDir {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("server ran cleanly");
+        }
+        for mock in std::mem::take(&mut self.running_mocks) {
+            mock.stop().await;
         }
         std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }

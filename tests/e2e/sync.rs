@@ -2,6 +2,7 @@
 //! NIR and NOKUT mocks (in-process, over HTTP).
 
 use crate::helpers::*;
+use hurtigspor_gateway::domain::national_id::testing::complete;
 use hurtigspor_proto::v1::{
     CompetenceMapping, DecisionMaker, EndProgrammeRequest, GetParticipantRequest, HurtigsporStatus, ProgrammeEndReason,
     RecordCompetenceMappingRequest, TransitionHurtigsporRequest,
@@ -66,6 +67,34 @@ async fn a_candidate_reaches_arena_and_nir_and_a_recognition_case_reaches_nokut(
     assert_eq!(intro_relations(&arena).len(), 1, "registered once, then ended");
     assert_eq!(intro_relations(&arena)[0]["DATO_TIL"], "2026-10-30 00:00:00");
     app.eventually("nir", |s| s["deltakelser"][0]["Avslutning"]["Avslutningsarsak"] == "FLYTTET").await;
+}
+
+/// A production gateway (real `[auth]`, production identities only) is
+/// carried to every system like a dev one: the harness starts the mocks for
+/// it and configures them as its targets.
+#[tokio::test]
+async fn a_production_gateway_delivers_a_created_participant_to_all_three_mocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = production_config(dir.path());
+    let app = spawn_with(dir, config).await;
+    let mut input = minimal_participant();
+    // Production refuses synthetic numbers: an ordinary one that no living
+    // person can hold (born 1855: individual number 500-749, year 54-99).
+    input.national_id = (500..750).find_map(|i| complete(&format!("150355{i:03}"))).unwrap();
+    remember(&input.national_id);
+    input.nav_office = "0314".into();
+    let p = app.create(input).await;
+    app.eventually("nir", |s| s["deltakelser"].as_array().is_some_and(|d| d.len() == 1)).await;
+    become_candidate(&app, &p.name).await;
+    app.client.clone().open_recognition_case(nursing_case(&p.name)).await.unwrap();
+
+    let targets = app.sync_until(&p.name, all_delivered).await;
+    assert_eq!(targets.iter().map(|t| t.target.as_str()).collect::<Vec<_>>(), ["arena", "nir", "nokut"]);
+    let arena = app.eventually("arena", |s| intro_relations(s).len() == 1).await;
+    assert_eq!(arena["persons"][0]["FODSELSNR"], p.national_id.as_str());
+    let nir = app.eventually("nir", |s| s["deltakelser"][0]["Hurtigspor"]["Status"] == "KANDIDAT").await;
+    assert_eq!(nir["deltakelser"][0]["Person"]["Fodselsnummer"], p.national_id.as_str());
+    app.eventually("nokut", |s| s["saker"].as_array().is_some_and(|v| v.len() == 1)).await;
 }
 
 use hurtigspor_proto::v1::{

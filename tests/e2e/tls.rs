@@ -369,7 +369,7 @@ async fn the_cli_client_talks_to_a_mutual_tls_gateway() {
             args.extend([flag.to_string(), path.display().to_string()]);
         }
         args.push("list".into());
-        hurtigspor_gateway::cli::run(hurtigspor_gateway::cli::Cli::try_parse_from(args).unwrap())
+        hurtigspor_cli::run(hurtigspor_cli::Cli::try_parse_from(args).unwrap())
     };
     run(&[&ca_file, &cert, &key]).await.expect("the CLI lists over mutual TLS");
     let without_cert = format!("{:#}", run(&[&ca_file]).await.expect_err("no client certificate"));

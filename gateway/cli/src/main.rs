@@ -1,13 +1,14 @@
-//! `hurtigspor`: the gateway binary. Parsing and wiring live in the library.
+//! `hurtigspor`: the gateway binary. The commands live in the library of
+//! this package (`hurtigspor_cli`); the gateway in `hurtigspor-gateway`.
 
 use clap::Parser;
-use hurtigspor_gateway::cli::{Cli, run};
+use hurtigspor_cli::{Cli, run};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
