@@ -203,7 +203,9 @@ pub fn case_update(change: &CaseChange) -> Result<CaseUpdate, String> {
     } else if let Some(d) = vedtak["dato"].as_str() {
         Some(chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| "vedtak.dato is not yyyy-MM-dd".to_owned())?)
     } else {
-        Some(change.tidspunkt.date_naive())
+        // A statement or a rejection is dated by when NOKUT published it,
+        // as a date in Norway.
+        Some(crate::clock::oslo_date(change.tidspunkt))
     };
     Ok(CaseUpdate { status, decision, decision_date })
 }
@@ -339,5 +341,13 @@ mod tests {
         let unknown =
             change(json!({"sekvens": 1, "saksnummer": "n", "status": "ARKIVERT", "tidspunkt": "2026-04-01T12:00:00Z"}));
         assert!(case_update(&unknown).unwrap_err().contains("ARKIVERT"));
+    }
+
+    #[test]
+    fn a_statement_published_late_on_new_years_eve_utc_is_dated_new_years_day() {
+        let statement = change(
+            json!({"sekvens": 9, "saksnummer": "n", "status": "UTTALELSE", "tidspunkt": "2026-12-31T23:30:00Z", "sak": {}}),
+        );
+        assert_eq!(case_update(&statement).unwrap().decision_date, chrono::NaiveDate::from_ymd_opt(2027, 1, 1));
     }
 }

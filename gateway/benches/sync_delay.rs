@@ -47,7 +47,7 @@ use hurtigspor_adapters::{
 };
 use hurtigspor_gateway::{
     Gateway,
-    api::participants::Clock,
+    clock::Clock,
     config::{self, Config, Secret},
     domain::national_id::testing::synthetic_fnr,
 };

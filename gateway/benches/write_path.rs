@@ -9,8 +9,8 @@
 
 use hurtigspor_gateway::{
     Gateway,
-    api::participants::Clock,
     audit::{AuditEntry, AuditKey},
+    clock::Clock,
     config::Config,
     domain::national_id::testing::synthetic_fnr,
     store::{Location, NewParticipant, Origin, StoreOptions, WriteStats},

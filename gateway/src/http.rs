@@ -29,6 +29,8 @@ const MAX_BODY: usize = 256 * 1024;
 #[derive(Clone)]
 pub struct HttpState {
     pub store: Arc<dyn Inbox>,
+    /// The time a webhook's timestamp is checked against.
+    pub clock: crate::clock::Clock,
     /// NOKUT's webhook secret; without one, webhooks are refused.
     pub nokut_secret: Option<Arc<[u8]>>,
     /// Wakes the NOKUT ingester.
@@ -61,7 +63,7 @@ async fn nokut_webhook(State(s): State<HttpState>, headers: HeaderMap, body: Byt
         return refuse(StatusCode::NOT_FOUND, "NOKUT webhooks are not configured on this gateway");
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let now = chrono::Utc::now().timestamp();
+    let now = s.clock.now().timestamp();
     match verify_webhook(
         secret,
         header("x-nokut-timestamp"),

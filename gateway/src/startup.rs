@@ -1,12 +1,9 @@
 //! Build binds and returns the real address; run serves until shutdown.
 
 use crate::{
-    api::{
-        audit::AuditApi,
-        participants::{Clock, ParticipantApi},
-        reporting::ReportingApi,
-    },
+    api::{audit::AuditApi, participants::ParticipantApi, reporting::ReportingApi},
     auth::{Authenticate, Authenticator, ClientCertificates},
+    clock::Clock,
     config::{Config, Mode},
     crypto::Keyring,
     domain::{national_id::IdMode, participant::Rules},
@@ -336,6 +333,7 @@ impl Gateway {
         if let Some((listener, http_addr)) = self.http {
             let state = HttpState {
                 store: store.clone(),
+                clock: self.clock.clone(),
                 nokut_secret: feeds.nokut_secret.as_ref().map(|s| Arc::from(s.as_bytes())),
                 nokut_wake: feeds.nokut_wake.clone(),
                 metrics: self.metrics.clone(),

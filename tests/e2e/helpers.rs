@@ -4,8 +4,8 @@
 
 use hurtigspor_gateway::{
     Gateway,
-    api::participants::Clock,
     auth::{BearerToken, Claims, OrgClaim, dev},
+    clock::Clock,
     config::{ArenaTarget, Config, Mode, NirTarget, NokutTarget, Secret},
     domain::national_id::testing::synthetic_fnr,
 };

@@ -6,8 +6,8 @@ use crate::helpers::*;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hurtigspor_gateway::{
     Gateway,
-    api::participants::Clock,
     auth::{Claims, OrgClaim, dev},
+    clock::Clock,
     config::Config,
 };
 use hurtigspor_proto::v1::ListParticipantsRequest;

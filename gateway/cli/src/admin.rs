@@ -30,8 +30,9 @@ pub enum AuditCommand {
 }
 
 /// `hurtigspor migrate`: applies what migrations the database lacks, and
-/// nothing else. The keys `serve` would need are checked first, and seal
-/// what a migration sets aside in plain text; the audit log is not touched.
+/// nothing else of the running gateway. The configured keys seal what a
+/// migration sets aside in plain text and are checked against the values
+/// stored, as `serve` would; the audit log is not touched.
 pub(crate) async fn migrate(config: &Config) -> anyhow::Result<()> {
     let location = Location::of(config);
     let keyring = Keyring::load(config)?;

@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use hurtigspor_gateway::{
     Gateway,
-    api::participants::Clock,
+    clock::Clock,
     config::{ArenaTarget, Config, Mode, NirTarget, NokutTarget, Secret},
 };
 use hurtigspor_mocks::{

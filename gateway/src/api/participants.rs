@@ -24,7 +24,7 @@ use prost::Message;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-pub use crate::clock::Clock;
+use crate::clock::Clock;
 
 pub struct ParticipantApi {
     participants: Arc<dyn Participants>,

@@ -12,7 +12,8 @@
 //! about persons: they need the `hurtigspor:participants.read` scope too,
 //! and every participant listed gets its own audit entry.
 
-use super::{begin, pagination, participants::Clock};
+use super::{begin, pagination};
+use crate::clock::Clock;
 use crate::{
     audit::require_purpose,
     auth::{Caller, Role, Scope, caller},

@@ -11,7 +11,7 @@
 
 use super::{Source, padded, store_error};
 use crate::{
-    api::participants::Clock,
+    clock::Clock,
     domain::{
         dates,
         national_id::{IdMode, NationalId},

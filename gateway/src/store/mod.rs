@@ -268,6 +268,17 @@ pub enum Settle {
     Fail { error: String },
 }
 
+impl Settle {
+    /// The entity whose latest applied position decides supersession.
+    pub fn entity(&self) -> Option<&str> {
+        match self {
+            Self::Apply { entity, .. } => Some(entity),
+            Self::Ignore { entity, .. } => entity.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 /// What settling did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Settled {
@@ -366,10 +377,11 @@ pub async fn open(options: StoreOptions) -> Result<(Arc<dyn Store>, MigrationRep
 }
 
 /// Applies pending migrations, and nothing of the running store: no writer
-/// starts, no audit key is needed and no participant is read or written,
-/// except that with a `keyring`, national ids a migration set aside in
-/// plain text are sealed at once, so that no plain text outlives the
-/// migration that set it aside.
+/// starts, no audit key is needed and nothing is audited. With a `keyring`,
+/// national ids a migration set aside in plain text are sealed at once, so
+/// that no plain text outlives the migration that set it aside, and the
+/// keys are checked as at open: a key the database needs and the keyring
+/// lacks (or holds with another value) fails the migration, naming it.
 pub fn migrate(location: &Location, keyring: Option<&Keyring>) -> Result<MigrationReport, Error> {
     match location {
         Location::Sqlite(path) => Ok(sqlite::migrate_only(path, keyring)?),

@@ -381,16 +381,124 @@ pub fn finish_sync(row: &SyncRow, task: &SyncTask, outcome: SyncOutcome, now: Da
 
 /// Whether an inbound change at `position` comes too late: a change of the
 /// same entity at `applied` or later was applied already. Feed positions
-/// are zero-padded, so text order is feed order.
+/// are zero-padded, so text order is feed order. The same rule keeps a feed
+/// cursor and a measure instance from moving back.
 pub fn superseded(applied: Option<&str>, position: &str) -> bool {
     applied.is_some_and(|a| a >= position)
 }
 
-/// The note an applied inbound change keeps.
-pub fn handled_note(version: Option<i64>) -> String {
-    match version {
+/// What settling writes to an inbox entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryUpdate {
+    /// `handled`, `ignored`, `retry` or `failed`.
+    pub status: &'static str,
+    pub note: Option<String>,
+    /// The participant it concerned, when known; `None` keeps the one kept.
+    pub participant: Option<String>,
+    pub attempts: i64,
+    /// When a retry is due; `None` keeps the time kept.
+    pub next_attempt_time: Option<String>,
+}
+
+impl EntryUpdate {
+    fn new(status: &'static str, note: impl Into<String>, attempts: i64) -> Self {
+        Self { status, note: Some(note.into()), participant: None, attempts, next_attempt_time: None }
+    }
+}
+
+/// How to settle one inbox entry.
+pub enum SettlePlan {
+    /// The entry is not open (never kept, or settled for good): nothing to do.
+    Gone,
+    /// Apply `mutation` (skipping it if it changes nothing), record this
+    /// position as the entity's latest, keep `refs` for the participant,
+    /// then mark the entry with [`handled`].
+    Apply { entity: String, mutation: Box<Mutation>, refs: Vec<(String, String)> },
+    /// Mark the entry; record this position as `advance`'s latest and keep
+    /// `instance`, when given.
+    Mark { update: EntryUpdate, advance: Option<String>, instance: Option<super::MeasureInstance>, settled: Settled },
+}
+
+/// Plans how an inbox entry at `position` is settled. `attempts` is the
+/// open entry's count of attempts (`None`: it is not open); `applied` is
+/// the latest position applied for the entity the outcome names; `instance`
+/// the position an instance the outcome remembers was last kept at.
+pub fn plan_settle(
+    attempts: Option<i64>,
+    applied: Option<&str>,
+    instance_at: Option<&str>,
+    position: &str,
+    outcome: super::Settle,
+    retry_at: impl FnOnce(chrono::DateTime<Utc>) -> String,
+) -> SettlePlan {
+    use super::Settle;
+    let Some(attempts) = attempts else { return SettlePlan::Gone };
+    match outcome {
+        Settle::Apply { mutation, .. } if superseded(applied, position) => SettlePlan::Mark {
+            update: EntryUpdate {
+                participant: Some(mutation.id.clone()),
+                ..EntryUpdate::new(
+                    "ignored",
+                    "superseded: a later change of the same record was applied already",
+                    attempts,
+                )
+            },
+            advance: None,
+            instance: None,
+            settled: Settled::Superseded,
+        },
+        Settle::Apply { entity, mutation, refs } => SettlePlan::Apply { entity, mutation, refs },
+        Settle::Instance(i) => SettlePlan::Mark {
+            update: EntryUpdate::new("handled", "measure instance remembered", attempts),
+            advance: None,
+            instance: (!superseded(instance_at, position)).then_some(i),
+            settled: Settled::Handled(None),
+        },
+        Settle::Ignore { reason, entity } => SettlePlan::Mark {
+            update: EntryUpdate::new("ignored", reason, attempts),
+            advance: entity.filter(|_| !superseded(applied, position)),
+            instance: None,
+            settled: Settled::Ignored,
+        },
+        Settle::Retry { error, at } => SettlePlan::Mark {
+            update: EntryUpdate {
+                next_attempt_time: Some(retry_at(at)),
+                ..EntryUpdate::new("retry", error, attempts + 1)
+            },
+            advance: None,
+            instance: None,
+            settled: Settled::Retry,
+        },
+        Settle::Fail { error } => SettlePlan::Mark {
+            update: EntryUpdate::new("failed", error, attempts + 1),
+            advance: None,
+            instance: None,
+            settled: Settled::Failed,
+        },
+    }
+}
+
+/// How an applied entry is marked: handled, about whom, and whether it
+/// stored a new version (`None`: the record already held it, an echo).
+pub fn handled(attempts: i64, participant: String, version: Option<i64>) -> EntryUpdate {
+    let note = match version {
         Some(v) => format!("applied as version {v}"),
         None => "the record already held it".to_owned(),
+    };
+    EntryUpdate { participant: Some(participant), ..EntryUpdate::new("handled", note, attempts) }
+}
+
+/// A target's queue row once a new version is written: pending, due at
+/// once, with a fresh count of attempts and no error. A row kept already
+/// keeps the version it delivered; a new one has delivered none.
+pub fn pending(version: i64, now: DateTime<Utc>) -> SyncRow {
+    SyncRow {
+        desired_version: version,
+        delivered_version: 0,
+        state: "pending".into(),
+        attempts: 0,
+        last_error: None,
+        next_attempt_time: time_text(now),
     }
 }
 
@@ -669,6 +777,68 @@ mod tests {
         let invalid: Result<Committed, Error> = Err(Error::RequestIdReused);
         assert_eq!(write_audit(entry(), false, &invalid).unwrap().participant_id, None);
         assert_eq!(write_audit(None, true, &stale), None);
+    }
+
+    #[test]
+    fn settling_an_entry_is_planned_from_what_was_applied_and_kept() {
+        use crate::store::{MeasureInstance, Settle};
+        let pos = "00000000000000000005";
+        let apply =
+            || Settle::Apply { entity: "e".into(), mutation: Box::new(mutation(None, None, |_| Ok(()))), refs: vec![] };
+        let at = |t: DateTime<Utc>| time_text(t);
+        assert!(matches!(plan_settle(None, None, None, pos, apply(), at), SettlePlan::Gone), "not open");
+        let SettlePlan::Mark { update, settled, advance, .. } =
+            plan_settle(Some(2), Some("00000000000000000009"), None, pos, apply(), at)
+        else {
+            panic!("a superseded change is marked, not applied")
+        };
+        assert_eq!((update.status, update.participant.as_deref(), update.attempts), ("ignored", Some("p1"), 2));
+        assert_eq!((settled, advance), (Settled::Superseded, None));
+        assert!(matches!(
+            plan_settle(Some(0), Some("00000000000000000004"), None, pos, apply(), at),
+            SettlePlan::Apply { .. }
+        ));
+
+        let ignore = |entity: Option<&str>| Settle::Ignore { reason: "r".into(), entity: entity.map(str::to_owned) };
+        let advance_of = |applied, outcome| match plan_settle(Some(0), applied, None, pos, outcome, at) {
+            SettlePlan::Mark { advance, .. } => advance,
+            _ => panic!("an ignored change is marked"),
+        };
+        assert_eq!(advance_of(None, ignore(Some("e"))).as_deref(), Some("e"), "it still outranks older changes");
+        assert_eq!(advance_of(Some("00000000000000000009"), ignore(Some("e"))), None, "never moves back");
+
+        let instance =
+            || Settle::Instance(MeasureInstance { instance_id: 1, code: "ARBTREN".into(), employer_id: None });
+        let kept = |instance_at| match plan_settle(Some(0), None, instance_at, pos, instance(), at) {
+            SettlePlan::Mark { instance, settled, .. } => (instance.is_some(), settled),
+            _ => panic!("an instance is marked"),
+        };
+        assert_eq!(kept(None), (true, Settled::Handled(None)));
+        assert_eq!(kept(Some("00000000000000000009")), (false, Settled::Handled(None)), "a later one wins");
+
+        let due = at_time("2026-12-04T10:00:00Z");
+        let retry = Settle::Retry { error: "503".into(), at: due };
+        let SettlePlan::Mark { update, .. } = plan_settle(Some(3), None, None, pos, retry, at) else { panic!() };
+        assert_eq!((update.status, update.attempts, update.next_attempt_time), ("retry", 4, Some(time_text(due))));
+        let SettlePlan::Mark { update, .. } =
+            plan_settle(Some(3), None, None, pos, Settle::Fail { error: "x".into() }, at)
+        else {
+            panic!()
+        };
+        assert_eq!((update.status, update.attempts, update.next_attempt_time), ("failed", 4, None));
+        assert_eq!(handled(1, "p1".into(), Some(7)).note.as_deref(), Some("applied as version 7"));
+    }
+
+    fn at_time(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_new_version_makes_every_target_due_at_once_with_fresh_attempts() {
+        let now = at_time("2026-12-04T10:00:00Z");
+        let row = pending(4, now);
+        assert_eq!((row.desired_version, row.state.as_str(), row.attempts), (4, "pending", 0));
+        assert_eq!((row.last_error, row.next_attempt_time), (None, time_text(now)));
     }
 
     #[test]

@@ -7,8 +7,10 @@ use crate::{
     crypto::Keyring,
     error::Error,
     store::{
-        Inbox, InboxEntry, InboxFilter, InboxItem, MeasureInstance, Settle, Settled, codec::time_text, error::Result,
-        rules,
+        Inbox, InboxEntry, InboxFilter, InboxItem, MeasureInstance, Settle, Settled,
+        codec::time_text,
+        error::Result,
+        rules::{self, EntryUpdate, SettlePlan},
     },
 };
 use async_trait::async_trait;
@@ -34,13 +36,11 @@ fn inbox_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<InboxItem> {
     })
 }
 
-/// Records `position` as the latest change handled for `entity`, so that
-/// an older change of it is superseded (never moves backwards).
+/// Records `position` as the latest change handled for `entity`.
 fn advance_applied(c: &Connection, source: &str, entity: &str, position: &str) -> Result<()> {
     c.execute(
         "INSERT INTO inbound_applied (source, entity, position) VALUES (?1, ?2, ?3)
-         ON CONFLICT (source, entity) DO UPDATE SET position = excluded.position
-         WHERE excluded.position > inbound_applied.position",
+         ON CONFLICT (source, entity) DO UPDATE SET position = excluded.position",
         params![source, entity, position],
     )?;
     Ok(())
@@ -78,45 +78,39 @@ fn settle_audited(
     Ok(settled)
 }
 
-/// Settles one inbox entry inside a transaction.
-fn settle(c: &Connection, cx: &SettleContext<'_>, source: &str, position: &str, settle: Settle) -> Result<Settled> {
-    let now = time_text(cx.now);
-    let open: Option<i64> = c
+/// Settles one inbox entry inside a transaction: reads what the rules need,
+/// writes what they plan.
+fn settle(c: &Connection, cx: &SettleContext<'_>, source: &str, position: &str, outcome: Settle) -> Result<Settled> {
+    let attempts: Option<i64> = c
         .query_row(
             "SELECT attempts FROM inbox WHERE source = ?1 AND position = ?2 AND status IN ('new', 'retry')",
             params![source, position],
             |r| r.get(0),
         )
         .optional()?;
-    if open.is_none() {
-        return Ok(Settled::Gone);
-    }
-    let mark = |status: &str, note: Option<&str>, participant: Option<&str>| -> Result<()> {
-        c.execute(
-            "UPDATE inbox SET status = ?3, note = ?4, participant_id = coalesce(?5, participant_id), update_time = ?6
-             WHERE source = ?1 AND position = ?2",
-            params![source, position, status, note, participant, now],
-        )?;
-        Ok(())
+    let applied: Option<String> = match outcome.entity() {
+        Some(entity) => c
+            .query_row(
+                "SELECT position FROM inbound_applied WHERE source = ?1 AND entity = ?2",
+                params![source, entity],
+                |r| r.get(0),
+            )
+            .optional()?,
+        None => None,
     };
-    match settle {
-        Settle::Apply { entity, mutation, refs } => {
-            let applied: Option<String> = c
-                .query_row(
-                    "SELECT position FROM inbound_applied WHERE source = ?1 AND entity = ?2",
-                    params![source, entity],
-                    |r| r.get(0),
-                )
-                .optional()?;
+    let instance_at: Option<String> = match &outcome {
+        Settle::Instance(i) => c
+            .query_row("SELECT position FROM arena_measure_instances WHERE instance_id = ?1", [i.instance_id], |r| {
+                r.get(0)
+            })
+            .optional()?,
+        _ => None,
+    };
+    let plan = rules::plan_settle(attempts, applied.as_deref(), instance_at.as_deref(), position, outcome, time_text);
+    match plan {
+        SettlePlan::Gone => Ok(Settled::Gone),
+        SettlePlan::Apply { entity, mutation, refs } => {
             let participant = mutation.id.clone();
-            if rules::superseded(applied.as_deref(), position) {
-                mark(
-                    "ignored",
-                    Some("superseded: a later change of the same record was applied already"),
-                    Some(&participant),
-                )?;
-                return Ok(Settled::Superseded);
-            }
             let committed = apply_mutation_if(c, *mutation, cx.now, cx.targets, true, cx.keyring)?;
             advance_applied(c, source, &entity, position)?;
             for (system, reference) in refs {
@@ -127,44 +121,37 @@ fn settle(c: &Connection, cx: &SettleContext<'_>, source: &str, position: &str, 
                 )?;
             }
             let version = committed.map(|c| c.version);
-            mark("handled", Some(&rules::handled_note(version)), Some(&participant))?;
+            let attempts = attempts.unwrap_or_default();
+            mark(c, source, position, &rules::handled(attempts, participant, version), cx.now)?;
             Ok(Settled::Handled(version))
         }
-        Settle::Instance(i) => {
-            c.execute(
-                "INSERT INTO arena_measure_instances (instance_id, code, employer_id, position) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (instance_id) DO UPDATE SET code = excluded.code, employer_id = excluded.employer_id,
-                     position = excluded.position
-                 WHERE excluded.position > arena_measure_instances.position",
-                params![i.instance_id, i.code, i.employer_id, position],
-            )?;
-            mark("handled", Some("measure instance remembered"), None)?;
-            Ok(Settled::Handled(None))
-        }
-        Settle::Ignore { reason, entity } => {
-            if let Some(entity) = entity {
+        SettlePlan::Mark { update, advance, instance, settled } => {
+            if let Some(entity) = advance {
                 advance_applied(c, source, &entity, position)?;
             }
-            mark("ignored", Some(&reason), None)?;
-            Ok(Settled::Ignored)
-        }
-        Settle::Retry { error, at } => {
-            c.execute(
-                "UPDATE inbox SET status = 'retry', attempts = attempts + 1, note = ?3, next_attempt_time = ?4,
-                     update_time = ?5 WHERE source = ?1 AND position = ?2",
-                params![source, position, error, time_text(at), now],
-            )?;
-            Ok(Settled::Retry)
-        }
-        Settle::Fail { error } => {
-            c.execute(
-                "UPDATE inbox SET status = 'failed', attempts = attempts + 1, note = ?3, update_time = ?4
-                 WHERE source = ?1 AND position = ?2",
-                params![source, position, error, now],
-            )?;
-            Ok(Settled::Failed)
+            if let Some(i) = instance {
+                c.execute(
+                    "INSERT INTO arena_measure_instances (instance_id, code, employer_id, position) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (instance_id) DO UPDATE SET code = excluded.code, employer_id = excluded.employer_id,
+                         position = excluded.position",
+                    params![i.instance_id, i.code, i.employer_id, position],
+                )?;
+            }
+            mark(c, source, position, &update, cx.now)?;
+            Ok(settled)
         }
     }
+}
+
+/// Writes an entry's settled state.
+fn mark(c: &Connection, source: &str, position: &str, u: &EntryUpdate, now: DateTime<Utc>) -> Result<()> {
+    c.execute(
+        "UPDATE inbox SET status = ?3, note = ?4, participant_id = coalesce(?5, participant_id), attempts = ?6,
+             next_attempt_time = coalesce(?7, next_attempt_time), update_time = ?8
+         WHERE source = ?1 AND position = ?2",
+        params![source, position, u.status, u.note, u.participant, u.attempts, u.next_attempt_time, time_text(now)],
+    )?;
+    Ok(())
 }
 
 #[async_trait]
@@ -185,8 +172,8 @@ impl Inbox for SqliteStore {
         cursor: Option<String>,
     ) -> Result<usize, Error> {
         let source = source.to_owned();
-        let now = time_text(self.clock.now());
-        self.sync_write(move |c| {
+        self.sync_write(move |c, now| {
+            let now = time_text(now);
             let mut added = 0;
             {
                 let mut insert = c.prepare_cached(
@@ -197,11 +184,14 @@ impl Inbox for SqliteStore {
                     added += insert.execute(params![source, e.position, e.kind, e.body, now])?;
                 }
             }
-            if let Some(cursor) = cursor {
+            let kept: Option<String> = c
+                .query_row("SELECT position FROM inbound_cursor WHERE source = ?1", [&source], |r| r.get(0))
+                .optional()?;
+            // The cursor never moves back (a webhook may repeat what polling read).
+            if let Some(cursor) = cursor.filter(|to| !rules::superseded(kept.as_deref(), to)) {
                 c.execute(
                     "INSERT INTO inbound_cursor (source, position, update_time) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (source) DO UPDATE SET position = excluded.position, update_time = excluded.update_time
-                     WHERE excluded.position > inbound_cursor.position",
+                     ON CONFLICT (source) DO UPDATE SET position = excluded.position, update_time = excluded.update_time",
                     params![source, cursor, now],
                 )?;
             }
@@ -230,9 +220,8 @@ impl Inbox for SqliteStore {
         let targets = self.sync.targets.clone();
         let key = self.audit_key.clone();
         let keyring = Arc::clone(&self.keyring);
-        let now = self.clock.now();
         let settled = self
-            .sync_write(move |c| {
+            .sync_write(move |c, now| {
                 let cx = SettleContext { key: &key, targets: &targets, keyring: &keyring, now };
                 settle_audited(c, &cx, &source, &position, outcome)
             })
@@ -261,8 +250,8 @@ impl Inbox for SqliteStore {
     }
 
     async fn reingest_inbound(&self, source: Option<String>, position: Option<String>) -> Result<usize, Error> {
-        let now = time_text(self.clock.now());
-        self.sync_write(move |c| {
+        self.sync_write(move |c, now| {
+            let now = time_text(now);
             // One named entry is taken again whatever its status; without a
             // position, the failed ones are.
             let changed = c.execute(

@@ -72,6 +72,7 @@ pub(crate) fn migrate_only(path: &Path, keyring: Option<&Keyring>) -> Result<Mig
     let report = migrate(&mut conn, Utc::now())?;
     if let Some(keyring) = keyring {
         super::maintenance::seal_plaintext_national_ids(&mut conn, keyring)?;
+        super::maintenance::check_keys(&conn, keyring)?;
     }
     Ok(report)
 }

@@ -47,6 +47,7 @@ use crate::{
     },
 };
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, TransactionBehavior};
 use std::{
     path::{Path, PathBuf},
@@ -152,27 +153,32 @@ impl SqliteStore {
     /// pool (SQLite serialises it with the writer's commits).
     async fn sync_write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&Connection, DateTime<Utc>) -> Result<T> + Send + 'static,
     ) -> Result<T, Error> {
-        Self::write_on(Arc::clone(&self.sync_conn), f).await
+        self.write_on(Arc::clone(&self.sync_conn), f).await
     }
 
     /// Like `sync_write`, on the dispatcher's bookkeeping connection.
     async fn bookkeeping_write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&Connection, DateTime<Utc>) -> Result<T> + Send + 'static,
     ) -> Result<T, Error> {
-        Self::write_on(Arc::clone(&self.bookkeeping_conn), f).await
+        self.write_on(Arc::clone(&self.bookkeeping_conn), f).await
     }
 
+    /// Runs `f` in a write transaction on `conn`, with the time read once
+    /// the write lock is held, so that what it stamps is never earlier than
+    /// a commit it waited for.
     async fn write_on<T: Send + 'static>(
+        &self,
         conn: Arc<Mutex<Connection>>,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&Connection, DateTime<Utc>) -> Result<T> + Send + 'static,
     ) -> Result<T, Error> {
+        let clock = self.clock.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().expect("sync connection lock");
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
+            let out = f(&tx, clock.now())?;
             tx.commit()?;
             Ok::<_, StoreError>(out)
         })

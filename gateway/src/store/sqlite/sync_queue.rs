@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Records that every target in `targets` must reach `version` of the
-/// participant: due at once, with a fresh count of attempts.
+/// participant, as [`rules::pending`] says.
 pub(super) fn mark_for_sync(
     conn: &Connection,
     targets: &[String],
@@ -24,16 +24,27 @@ pub(super) fn mark_for_sync(
     version: i64,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let now = time_text(now);
+    let row = rules::pending(version, now);
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO sync_state (target, participant_id, desired_version, delivered_version, state, attempts,
+             last_error, next_attempt_time, update_time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+         ON CONFLICT (target, participant_id) DO UPDATE SET
+             desired_version = excluded.desired_version, state = excluded.state, attempts = excluded.attempts,
+             last_error = excluded.last_error, next_attempt_time = excluded.next_attempt_time,
+             update_time = excluded.update_time",
+    )?;
     for target in targets {
-        conn.execute(
-            "INSERT INTO sync_state (target, participant_id, desired_version, state, attempts, next_attempt_time, update_time)
-             VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4)
-             ON CONFLICT (target, participant_id) DO UPDATE SET
-                 desired_version = excluded.desired_version, state = 'pending', attempts = 0,
-                 next_attempt_time = excluded.next_attempt_time, last_error = NULL, update_time = excluded.update_time",
-            params![target, id, version, now],
-        )?;
+        upsert.execute(params![
+            target,
+            id,
+            row.desired_version,
+            row.delivered_version,
+            row.state,
+            row.attempts,
+            row.last_error,
+            row.next_attempt_time
+        ])?;
     }
     Ok(())
 }
@@ -61,8 +72,7 @@ fn sync_rows(c: &Connection, filter: &str, args: impl rusqlite::Params) -> Resul
 #[async_trait]
 impl SyncQueue for SqliteStore {
     async fn claim_sync(&self, limit: usize, lease: std::time::Duration) -> Result<Vec<SyncTask>, Error> {
-        let now = self.clock.now();
-        self.bookkeeping_write(move |c| {
+        self.bookkeeping_write(move |c, now| {
             let lease_end = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
             let mut stmt = c.prepare_cached(
                 "UPDATE sync_state SET leased_until = ?1
@@ -82,8 +92,7 @@ impl SyncQueue for SqliteStore {
 
     async fn finish_sync(&self, task: SyncTask, outcome: SyncOutcome) -> Result<(), Error> {
         let key = self.audit_key.clone();
-        let now = self.clock.now();
-        self.bookkeeping_write(move |c| {
+        self.bookkeeping_write(move |c, now| {
             // Every delivery attempt is audited; a deferred one was not made.
             if let Some(entry) = rules::delivery_audit(&task, &outcome) {
                 append_audit(c, &key, &[entry], now)?;
@@ -150,8 +159,8 @@ impl SyncQueue for SqliteStore {
     }
 
     async fn retry_failed_syncs(&self, participant_id: Option<String>) -> Result<usize, Error> {
-        let now = time_text(self.clock.now());
-        self.sync_write(move |c| {
+        self.sync_write(move |c, now| {
+            let now = time_text(now);
             let changed = c.execute(
                 "UPDATE sync_state SET state = 'pending', attempts = 0, next_attempt_time = ?1, update_time = ?1
                  WHERE state = 'failed' AND (?2 IS NULL OR participant_id = ?2)",
