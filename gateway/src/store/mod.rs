@@ -27,6 +27,7 @@ mod codec;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod conformance;
 mod error;
+mod postgres;
 pub mod rules;
 mod sqlite;
 
@@ -307,6 +308,11 @@ pub struct SyncConfig {
 pub enum Location {
     /// The embedded database: one SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database several instances share
+    /// (`postgres://user@host:port/database`). The dialect is built in
+    /// steps: its schema migrates; serving from it comes next, and until
+    /// then the configuration never selects it.
+    Postgres(String),
 }
 
 impl Location {
@@ -319,6 +325,7 @@ impl Location {
     pub fn exists(&self) -> bool {
         match self {
             Self::Sqlite(path) => path.exists(),
+            Self::Postgres(_) => true,
         }
     }
 }
@@ -327,6 +334,8 @@ impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "{}", path.display()),
+            // The server and database only: a password in the URL stays out.
+            Self::Postgres(url) => write!(f, "PostgreSQL database {}", postgres::describe(url)),
         }
     }
 }
@@ -373,6 +382,10 @@ pub async fn open(options: StoreOptions) -> Result<(Arc<dyn Store>, MigrationRep
                 .map_err(|e| Error::Internal(format!("opening the store failed: {e}")))??;
             Ok((Arc::new(store), report))
         }
+        Location::Postgres(_) => Err(Error::Unavailable(
+            "this gateway serves from its embedded store only; a PostgreSQL database can be migrated, not yet served from"
+                .into(),
+        )),
     }
 }
 
@@ -385,6 +398,20 @@ pub async fn open(options: StoreOptions) -> Result<(Arc<dyn Store>, MigrationRep
 pub fn migrate(location: &Location, keyring: Option<&Keyring>) -> Result<MigrationReport, Error> {
     match location {
         Location::Sqlite(path) => Ok(sqlite::migrate_only(path, keyring)?),
+        // Nothing is ever set aside in plain text there, and the keys are
+        // checked when a store opens.
+        Location::Postgres(url) => {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::Internal(format!("cannot start a runtime to migrate: {e}")))?;
+                runtime.block_on(postgres::migrate(&url)).map_err(Error::from)
+            })
+            .join()
+            .map_err(|_| Error::Internal("migrating stopped unexpectedly".into()))?
+        }
     }
 }
 
@@ -402,6 +429,9 @@ pub fn verify_audit_log(
 ) -> Result<Result<AuditHead, Break>, Error> {
     match location {
         Location::Sqlite(path) => Ok(sqlite::verify_audit_log(path, key, expect_head, every, progress)?),
+        Location::Postgres(_) => Err(Error::Unavailable(
+            "the audit log of a PostgreSQL database cannot be verified by this gateway yet".into(),
+        )),
     }
 }
 
