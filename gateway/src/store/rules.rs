@@ -532,6 +532,45 @@ pub fn inbound_audit(
     })
 }
 
+/// A dialect's migration: its version, name and SQL.
+pub type Migration = (i64, &'static str, &'static str);
+
+/// A migration's checksum, as `schema_migrations` keeps it.
+pub fn migration_checksum(sql: &str) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(sql.as_bytes()))
+}
+
+/// Which of `ours` to apply, in order, with their checksums, given the
+/// versions and checksums a database `applied` already. A database of a
+/// version we do not know (a newer gateway migrated it), or one whose
+/// applied migration differs from ours, is refused: running on it could
+/// lose data.
+pub fn pending_migrations(
+    applied: &[(i64, String)],
+    ours: &'static [Migration],
+) -> Result<Vec<(&'static Migration, String)>, super::StoreError> {
+    if let Some((v, _)) = applied.iter().find(|(v, _)| !ours.iter().any(|(m, _, _)| m == v)) {
+        return Err(super::StoreError::Unavailable(format!(
+            "the database has schema version {v}, which this gateway does not know; run a newer gateway"
+        )));
+    }
+    let mut pending = Vec::new();
+    for migration in ours {
+        let (version, name, sql) = migration;
+        let checksum = migration_checksum(sql);
+        match applied.iter().find(|(v, _)| v == version) {
+            Some((_, stored)) if *stored == checksum => {}
+            Some(_) => {
+                return Err(super::StoreError::Unavailable(format!(
+                    "migration {version} ({name}) differs from the one applied to this database; restore the original migration file"
+                )));
+            }
+            None => pending.push((migration, checksum)),
+        }
+    }
+    Ok(pending)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,6 +624,22 @@ mod tests {
             audit: None,
             apply: Box::new(apply),
         }
+    }
+
+    #[test]
+    fn migrations_apply_what_is_missing_and_refuse_a_changed_or_unknown_schema() {
+        static OURS: [Migration; 2] = [(1, "a", "CREATE TABLE a (x)"), (2, "b", "CREATE TABLE b (x)")];
+        let sum = |i: usize| migration_checksum(OURS[i].2);
+        let versions = |applied: &[(i64, String)]| {
+            pending_migrations(applied, &OURS).map(|p| p.iter().map(|(m, _)| m.0).collect::<Vec<_>>())
+        };
+        assert_eq!(versions(&[]).unwrap(), [1, 2]);
+        assert_eq!(versions(&[(1, sum(0))]).unwrap(), [2]);
+        assert!(versions(&[(1, sum(0)), (2, sum(1))]).unwrap().is_empty());
+        let changed = versions(&[(1, "edited".into())]).unwrap_err().to_string();
+        assert!(changed.contains("migration 1 (a) differs"), "{changed}");
+        let newer = versions(&[(1, sum(0)), (3, "x".into())]).unwrap_err().to_string();
+        assert!(newer.contains("schema version 3") && newer.contains("newer gateway"), "{newer}");
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //! applied in order, each recorded with its checksum in `schema_migrations`.
 
 use super::connection::connect;
-use crate::store::{MigrationReport, StoreError, codec, error::Result};
+use crate::store::{MigrationReport, codec, error::Result, rules};
 use chrono::Utc;
 
 /// Versioned migrations, applied in order: the same steps, under the same
 /// version numbers, as SQLite's.
-pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+pub(super) const MIGRATIONS: &[rules::Migration] = &[
     (1, "initial", include_str!("../../../migrations/postgres/0001_initial.sql")),
     (2, "sync", include_str!("../../../migrations/postgres/0002_sync.sql")),
     (3, "inbound", include_str!("../../../migrations/postgres/0003_inbound.sql")),
@@ -18,10 +18,6 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// The advisory lock migrations run under: instances that start together
 /// wait for the first, then find nothing left to do.
 const MIGRATION_LOCK: i64 = 0x6875_7274_6967_0001;
-
-fn checksum(sql: &str) -> String {
-    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(sql.as_bytes()))
-}
 
 /// Applies pending migrations to the database at `url` in one transaction.
 /// A database of a newer schema, or one whose applied migration differs
@@ -41,31 +37,15 @@ pub(crate) async fn migrate(url: &str) -> Result<MigrationReport> {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    if let Some((v, _)) = known.iter().find(|(v, _)| !MIGRATIONS.iter().any(|(m, _, _)| m == v)) {
-        return Err(StoreError::Unavailable(format!(
-            "the database has schema version {v}, which this gateway does not know; run a newer gateway"
-        )));
-    }
     let mut applied = Vec::new();
-    for (version, name, sql) in MIGRATIONS {
-        let sum = checksum(sql);
-        match known.iter().find(|(v, _)| v == version) {
-            Some((_, stored)) if *stored == sum => continue,
-            Some(_) => {
-                return Err(StoreError::Unavailable(format!(
-                    "migration {version} ({name}) differs from the one applied to this database; restore the original migration file"
-                )));
-            }
-            None => {
-                tx.batch_execute(sql).await?;
-                tx.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum, applied_time) VALUES ($1, $2, $3, $4)",
-                    &[version, name, &sum, &codec::time_text(Utc::now())],
-                )
-                .await?;
-                applied.push(*version);
-            }
-        }
+    for ((version, name, sql), checksum) in rules::pending_migrations(&known, MIGRATIONS)? {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_time) VALUES ($1, $2, $3, $4)",
+            &[version, name, &checksum, &codec::time_text(Utc::now())],
+        )
+        .await?;
+        applied.push(*version);
     }
     tx.commit().await?;
     Ok(MigrationReport { applied, current: MIGRATIONS.last().map_or(0, |m| m.0) })

@@ -5,7 +5,7 @@
 use super::connection::open_connection;
 use crate::{
     crypto::Keyring,
-    store::{MigrationReport, StoreError, codec, error::Result, rules},
+    store::{MigrationReport, codec, error::Result, rules},
 };
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, TransactionBehavior, params};
@@ -13,7 +13,7 @@ use std::path::Path;
 
 /// Versioned migrations, applied in order. A second dialect keeps the same
 /// version numbers for the same steps.
-pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+pub(super) const MIGRATIONS: &[rules::Migration] = &[
     (1, "initial", include_str!("../../../migrations/sqlite/0001_initial.sql")),
     (2, "sync", include_str!("../../../migrations/sqlite/0002_sync.sql")),
     (3, "inbound", include_str!("../../../migrations/sqlite/0003_inbound.sql")),
@@ -29,34 +29,18 @@ pub(super) fn migrate(conn: &mut Connection, now: DateTime<Utc>) -> Result<Migra
              version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_time TEXT NOT NULL)",
     )?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut applied = Vec::new();
     let known: Vec<(i64, String)> = {
         let mut stmt = tx.prepare("SELECT version, checksum FROM schema_migrations ORDER BY version")?;
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
     };
-    if let Some((v, _)) = known.iter().find(|(v, _)| !MIGRATIONS.iter().any(|(m, _, _)| m == v)) {
-        return Err(StoreError::Unavailable(format!(
-            "the database has schema version {v}, which this gateway does not know; run a newer gateway"
-        )));
-    }
-    for (version, name, sql) in MIGRATIONS {
-        let checksum = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(sql.as_bytes()));
-        match known.iter().find(|(v, _)| v == version) {
-            Some((_, stored)) if *stored == checksum => continue,
-            Some(_) => {
-                return Err(StoreError::Unavailable(format!(
-                    "migration {version} ({name}) differs from the one applied to this database; restore the original migration file"
-                )));
-            }
-            None => {
-                tx.execute_batch(sql)?;
-                tx.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum, applied_time) VALUES (?1, ?2, ?3, ?4)",
-                    params![version, name, checksum, codec::time_text(now)],
-                )?;
-                applied.push(*version);
-            }
-        }
+    let mut applied = Vec::new();
+    for ((version, name, sql), checksum) in rules::pending_migrations(&known, MIGRATIONS)? {
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_time) VALUES (?1, ?2, ?3, ?4)",
+            params![version, name, checksum, codec::time_text(now)],
+        )?;
+        applied.push(*version);
     }
     tx.commit()?;
     if applied.contains(&3) {

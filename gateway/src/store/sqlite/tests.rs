@@ -201,7 +201,7 @@ async fn migrations_are_recorded_and_a_changed_one_is_refused() {
     conn.execute("INSERT INTO schema_migrations VALUES (99, 'future', 'x', 'x')", []).unwrap();
     conn.execute(
         "UPDATE schema_migrations SET checksum = ?1 WHERE version = 1",
-        [hex::encode(<sha2::Sha256 as sha2::Digest>::digest(MIGRATIONS[0].2.as_bytes()))],
+        [crate::store::rules::migration_checksum(MIGRATIONS[0].2)],
     )
     .unwrap();
     drop(conn);
@@ -295,7 +295,7 @@ fn database_before_encryption(path: &Path) -> Connection {
     .unwrap();
     for (version, name, sql) in &MIGRATIONS[..3] {
         conn.execute_batch(sql).unwrap();
-        let checksum = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(sql.as_bytes()));
+        let checksum = crate::store::rules::migration_checksum(sql);
         conn.execute("INSERT INTO schema_migrations VALUES (?1, ?2, ?3, 'then')", params![version, name, checksum])
             .unwrap();
     }
