@@ -86,3 +86,32 @@ pub trait Target: Send + Sync {
     /// repeat: a second call with the same record applies nothing.
     async fn reconcile(&self, participant: &Participant, delivery: &Delivery) -> Result<Applied, TargetError>;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn a_targets_config_never_shows_its_secret() {
+        let arena = crate::arena::ArenaConfig {
+            base_url: "http://arena".into(),
+            client_id: "gateway".into(),
+            client_secret: "s3cret-arena".into(),
+            timeout: Duration::from_secs(1),
+        };
+        let nir = crate::nir::NirConfig {
+            base_url: "http://nir".into(),
+            username: "intro".into(),
+            password: "s3cret-nir".into(),
+            timeout: Duration::from_secs(1),
+        };
+        let nokut = crate::nokut::NokutConfig {
+            base_url: "http://nokut".into(),
+            api_key: "s3cret-nokut".into(),
+            timeout: Duration::from_secs(1),
+        };
+        let shown = format!("{arena:?} {nir:?} {nokut:#?}");
+        assert!(shown.contains("http://arena") && shown.contains("intro"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+}

@@ -14,12 +14,22 @@ const BASE: &str = "/api/v1";
 /// The correlation id of the gateway's reads of NOKUT's changes.
 const FEED_CORRELATION: &str = "hurtigspor-nokut-feed";
 
-#[derive(Clone, Debug)]
+/// `Debug` leaves out the API key: a config is logged, a secret never.
+#[derive(Clone)]
 pub struct NokutConfig {
     /// e.g. `http://127.0.0.1:8083`
     pub base_url: String,
     pub api_key: String,
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for NokutConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NokutConfig")
+            .field("base_url", &self.base_url)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A case as NOKUT takes it.

@@ -25,7 +25,8 @@ const RENEW_MARGIN: Duration = Duration::from_secs(30);
 /// Read-plan-apply rounds before a reconcile gives up (a registration needs two).
 const MAX_ROUNDS: usize = 4;
 
-#[derive(Clone, Debug)]
+/// `Debug` leaves out the client secret: a config is logged, a secret never.
+#[derive(Clone)]
 pub struct ArenaConfig {
     /// e.g. `http://127.0.0.1:8081`
     pub base_url: String,
@@ -33,6 +34,16 @@ pub struct ArenaConfig {
     pub client_secret: String,
     /// Per request.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for ArenaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArenaConfig")
+            .field("base_url", &self.base_url)
+            .field("client_id", &self.client_id)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 pub struct ArenaTarget {

@@ -16,7 +16,8 @@ use wire::{Deltakelse, Deltakelser, Feil, NAMESPACE, Sok, from_xml, to_xml};
 const BASE: &str = "/nir/ws4/v1";
 const MAX_ROUNDS: usize = 3;
 
-#[derive(Clone, Debug)]
+/// `Debug` leaves out the password: a config is logged, a secret never.
+#[derive(Clone)]
 pub struct NirConfig {
     /// e.g. `http://127.0.0.1:8082`
     pub base_url: String,
@@ -24,6 +25,16 @@ pub struct NirConfig {
     pub username: String,
     pub password: String,
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for NirConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NirConfig")
+            .field("base_url", &self.base_url)
+            .field("username", &self.username)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 pub struct NirTarget {

@@ -15,7 +15,7 @@ pub enum AuditCommand {
     /// (naming the first broken entry), 1 when it cannot be checked.
     Verify {
         /// TOML config file, for the key the chain is made with (in dev, the
-        /// key under <data-dir>/secrets is used).
+        /// key under `<data-dir>/secrets` is used).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Where the SQLite file lives.
