@@ -7,7 +7,7 @@ use prost::Message;
 use prost_types::FileDescriptorProto;
 use std::collections::BTreeSet;
 use tonic::{Code, Status, transport::Channel};
-use tonic_reflection::pb::{v1, v1alpha};
+use tonic_reflection::pb::v1alpha;
 
 /// Every service the gateway serves, reflection itself included.
 const SERVED: [&str; 7] = [
@@ -25,61 +25,61 @@ async fn anonymous(app: &TestApp) -> Channel {
     Channel::from_shared(format!("http://{}", app.addr)).unwrap().connect().await.unwrap()
 }
 
-/// One v1 request on a fresh stream; the first answer.
-async fn ask_v1<S>(
-    client: &mut v1::server_reflection_client::ServerReflectionClient<S>,
-    request: v1::server_reflection_request::MessageRequest,
-) -> Result<v1::server_reflection_response::MessageResponse, Status>
-where
-    S: tonic::client::GrpcService<tonic::body::Body>,
-    S::Error: Into<tonic::codegen::StdError>,
-    S::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
-    <S::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
-{
-    let request = v1::ServerReflectionRequest { host: String::new(), message_request: Some(request) };
-    let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await?.into_inner();
-    let answer = stream.message().await?.expect("an answer");
-    Ok(answer.message_response.expect("a message response"))
+/// The same client helpers for each reflection version: their generated
+/// types differ, their protocol does not.
+macro_rules! reflection_version {
+    ($module:ident, $version:ident) => {
+        pub(crate) mod $module {
+            use std::collections::BTreeSet;
+            use tonic::Status;
+            use tonic_reflection::pb::$version::{
+                ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+            };
+
+            /// One request on a fresh stream over `service`; the first answer.
+            pub(crate) async fn ask<S>(service: S, request: MessageRequest) -> Result<MessageResponse, Status>
+            where
+                S: tonic::client::GrpcService<tonic::body::Body>,
+                S::Error: Into<tonic::codegen::StdError>,
+                S::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+                <S::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+            {
+                let mut client = ServerReflectionClient::new(service);
+                let request = ServerReflectionRequest { host: String::new(), message_request: Some(request) };
+                let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await?.into_inner();
+                let answer = stream.message().await?.expect("an answer");
+                Ok(answer.message_response.expect("a message response"))
+            }
+
+            /// The services listed over `service`.
+            pub(crate) async fn services<S>(service: S) -> Result<BTreeSet<String>, Status>
+            where
+                S: tonic::client::GrpcService<tonic::body::Body>,
+                S::Error: Into<tonic::codegen::StdError>,
+                S::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+                <S::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+            {
+                match ask(service, MessageRequest::ListServices(String::new())).await? {
+                    MessageResponse::ListServicesResponse(list) => {
+                        Ok(list.service.into_iter().map(|s| s.name).collect())
+                    }
+                    other => panic!("expected a service list over {}, got {other:?}", stringify!($version)),
+                }
+            }
+        }
+    };
 }
 
-/// One v1alpha request on a fresh stream; the first answer.
-async fn ask_v1alpha<S>(
-    client: &mut v1alpha::server_reflection_client::ServerReflectionClient<S>,
-    request: v1alpha::server_reflection_request::MessageRequest,
-) -> Result<v1alpha::server_reflection_response::MessageResponse, Status>
-where
-    S: tonic::client::GrpcService<tonic::body::Body>,
-    S::Error: Into<tonic::codegen::StdError>,
-    S::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
-    <S::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
-{
-    let request = v1alpha::ServerReflectionRequest { host: String::new(), message_request: Some(request) };
-    let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await?.into_inner();
-    let answer = stream.message().await?.expect("an answer");
-    Ok(answer.message_response.expect("a message response"))
-}
+reflection_version!(over_v1, v1);
+reflection_version!(over_v1alpha, v1alpha);
 
 async fn services_v1(app: &TestApp) -> BTreeSet<String> {
-    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel(app.addr, &app.token).await);
-    match ask_v1(&mut client, v1::server_reflection_request::MessageRequest::ListServices(String::new())).await {
-        Ok(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|s| s.name).collect()
-        }
-        other => panic!("expected a service list over v1, got {other:?}"),
-    }
+    over_v1::services(channel(app.addr, &app.token).await).await.expect("served over v1")
 }
 
 async fn services_v1alpha(app: &TestApp) -> BTreeSet<String> {
-    let mut client =
-        v1alpha::server_reflection_client::ServerReflectionClient::new(channel(app.addr, &app.token).await);
-    match ask_v1alpha(&mut client, v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()))
-        .await
-    {
-        Ok(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|s| s.name).collect()
-        }
-        other => panic!("expected a service list over v1alpha, got {other:?}"),
-    }
+    over_v1alpha::services(channel(app.addr, &app.token).await).await.expect("served over v1alpha")
 }
 
 /// The files of a v1alpha descriptor answer, decoded.
@@ -110,12 +110,15 @@ async fn both_versions_list_every_service() {
 #[tokio::test]
 async fn v1alpha_fetches_a_file_by_symbol_and_its_imports_by_name() {
     let app = spawn_app().await;
-    let mut client =
-        v1alpha::server_reflection_client::ServerReflectionClient::new(channel(app.addr, &app.token).await);
+    let client = channel(app.addr, &app.token).await;
     use v1alpha::server_reflection_request::MessageRequest;
 
     let found = files(
-        ask_v1alpha(&mut client, MessageRequest::FileContainingSymbol("hurtigspor.v1.ParticipantService".into())).await,
+        over_v1alpha::ask(
+            client.clone(),
+            MessageRequest::FileContainingSymbol("hurtigspor.v1.ParticipantService".into()),
+        )
+        .await,
     );
     let [file] = found.as_slice() else { panic!("one file, got {}", found.len()) };
     assert_eq!(file.name(), "hurtigspor/v1/participant_service.proto");
@@ -129,10 +132,11 @@ async fn v1alpha_fetches_a_file_by_symbol_and_its_imports_by_name() {
     // A client resolves the file's imports by name, the vendored ones included.
     assert!(!file.dependency.is_empty(), "the service file imports the messages");
     for import in &file.dependency {
-        let got = files(ask_v1alpha(&mut client, MessageRequest::FileByFilename(import.clone())).await);
+        let got = files(over_v1alpha::ask(client.clone(), MessageRequest::FileByFilename(import.clone())).await);
         assert_eq!(got.iter().map(|f| f.name()).collect::<Vec<_>>(), [import.as_str()]);
     }
-    let date = files(ask_v1alpha(&mut client, MessageRequest::FileContainingSymbol("google.type.Date".into())).await);
+    let date =
+        files(over_v1alpha::ask(client.clone(), MessageRequest::FileContainingSymbol("google.type.Date".into())).await);
     assert_eq!(date[0].name(), "google/type/date.proto");
 
     // A message and a method are symbols too.
@@ -140,28 +144,27 @@ async fn v1alpha_fetches_a_file_by_symbol_and_its_imports_by_name() {
         ("hurtigspor.v1.Participant", "hurtigspor/v1/participant.proto"),
         ("hurtigspor.v1.ParticipantService.GetParticipant", "hurtigspor/v1/participant_service.proto"),
     ] {
-        let got = files(ask_v1alpha(&mut client, MessageRequest::FileContainingSymbol(symbol.into())).await);
+        let got = files(over_v1alpha::ask(client.clone(), MessageRequest::FileContainingSymbol(symbol.into())).await);
         assert_eq!(got.iter().map(|f| f.name()).collect::<Vec<_>>(), [file], "{symbol}");
     }
 
     let unknown =
-        ask_v1alpha(&mut client, MessageRequest::FileContainingSymbol("hurtigspor.v1.NoSuchService".into())).await;
+        over_v1alpha::ask(client.clone(), MessageRequest::FileContainingSymbol("hurtigspor.v1.NoSuchService".into()))
+            .await;
     assert_eq!(unknown.unwrap_err().code(), Code::NotFound);
 }
 
-/// A ListServices over v1 and over v1alpha with `token`; the answers reduced
-/// to whether they were served.
-async fn list_both(addr: std::net::SocketAddr, token: &str) -> [Result<(), Status>; 2] {
-    let mut over_v1 = v1::server_reflection_client::ServerReflectionClient::new(channel(addr, token).await);
-    let mut over_v1alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel(addr, token).await);
-    [
-        ask_v1(&mut over_v1, v1::server_reflection_request::MessageRequest::ListServices(String::new()))
-            .await
-            .map(|_| ()),
-        ask_v1alpha(&mut over_v1alpha, v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()))
-            .await
-            .map(|_| ()),
-    ]
+/// A ListServices over v1 and over v1alpha, each on a channel of its own
+/// from `connect`; the answers reduced to whether they were served.
+async fn list_both<C, F>(connect: impl Fn() -> F) -> [Result<(), Status>; 2]
+where
+    F: std::future::Future<Output = C>,
+    C: tonic::client::GrpcService<tonic::body::Body>,
+    C::Error: Into<tonic::codegen::StdError>,
+    C::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <C::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    [over_v1::services(connect().await).await.map(|_| ()), over_v1alpha::services(connect().await).await.map(|_| ())]
 }
 
 #[tokio::test]
@@ -169,17 +172,7 @@ async fn v1alpha_needs_a_valid_token_as_v1_does() {
     let app = spawn_app().await;
 
     // No token at all.
-    let mut over_v1 = v1::server_reflection_client::ServerReflectionClient::new(anonymous(&app).await);
-    let mut over_v1alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(anonymous(&app).await);
-    let refused = [
-        ask_v1(&mut over_v1, v1::server_reflection_request::MessageRequest::ListServices(String::new()))
-            .await
-            .map(|_| ()),
-        ask_v1alpha(&mut over_v1alpha, v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()))
-            .await
-            .map(|_| ()),
-    ];
-    for refused in refused {
+    for refused in list_both(|| anonymous(&app)).await {
         expect_error(refused, Code::Unauthenticated, "TOKEN_MISSING");
     }
 
@@ -188,12 +181,12 @@ async fn v1alpha_needs_a_valid_token_as_v1_does() {
     let first = if signature.starts_with('A') { 'B' } else { 'A' };
     let forged = format!("{signed}.{first}{}", &signature[1..]);
     remember_secret(forged.rsplit('.').next().unwrap());
-    for refused in list_both(app.addr, &forged).await {
+    for refused in list_both(|| channel(app.addr, &forged)).await {
         expect_error(refused, Code::Unauthenticated, "TOKEN_SIGNATURE_INVALID");
     }
 
     // The token itself gets through on both.
-    for served in list_both(app.addr, &app.token).await {
+    for served in list_both(|| channel(app.addr, &app.token)).await {
         served.expect("a valid token is served");
     }
 }

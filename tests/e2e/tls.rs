@@ -18,7 +18,6 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
-use tonic_reflection::pb::{v1, v1alpha};
 
 /// The dev organisations' numbers (see `auth::dev::organisations`).
 const ADMIN: &str = "900000049";
@@ -197,31 +196,14 @@ async fn without_a_client_certificate_every_call_but_health_is_refused() {
         "CLIENT_CERTIFICATE_MISSING",
     );
     // Reflection too, in both versions.
-    let list = || {
-        tokio_stream::iter([v1::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
-        }])
-    };
-    let mut reflection_v1 = v1::server_reflection_client::ServerReflectionClient::new(
-        tls_channel(app.addr, ca.trusted_by(None), &app.token).await.unwrap(),
-    );
+    let without_certificate = || async { tls_channel(app.addr, ca.trusted_by(None), &app.token).await.unwrap() };
     expect_error(
-        reflection_v1.server_reflection_info(list()).await.map(|_| ()),
+        crate::reflection::over_v1::services(without_certificate().await).await,
         Code::Unauthenticated,
         "CLIENT_CERTIFICATE_MISSING",
     );
-    let list = || {
-        tokio_stream::iter([v1alpha::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
-        }])
-    };
-    let mut reflection_v1alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(
-        tls_channel(app.addr, ca.trusted_by(None), &app.token).await.unwrap(),
-    );
     expect_error(
-        reflection_v1alpha.server_reflection_info(list()).await.map(|_| ()),
+        crate::reflection::over_v1alpha::services(without_certificate().await).await,
         Code::Unauthenticated,
         "CLIENT_CERTIFICATE_MISSING",
     );
