@@ -35,8 +35,9 @@ pub enum AuditCommand {
 /// stored, as `serve` would; the audit log is not touched.
 pub(crate) async fn migrate(config: &Config) -> anyhow::Result<()> {
     let location = Location::of(config);
-    let keyring = Keyring::load(config)?;
-    let report = store::migrate(&location, Some(&keyring)).with_context(|| format!("cannot migrate {location}"))?;
+    let keyring = Arc::new(Keyring::load(config)?);
+    let report =
+        store::migrate(&location, Some(keyring)).await.with_context(|| format!("cannot migrate {location}"))?;
     if report.applied.is_empty() {
         println!("{location}: schema is up to date (version {})", report.current);
     } else {

@@ -395,23 +395,18 @@ pub async fn open(options: StoreOptions) -> Result<(Arc<dyn Store>, MigrationRep
 /// that no plain text outlives the migration that set it aside, and the
 /// keys are checked as at open: a key the database needs and the keyring
 /// lacks (or holds with another value) fails the migration, naming it.
-pub fn migrate(location: &Location, keyring: Option<&Keyring>) -> Result<MigrationReport, Error> {
+pub async fn migrate(location: &Location, keyring: Option<Arc<Keyring>>) -> Result<MigrationReport, Error> {
     match location {
-        Location::Sqlite(path) => Ok(sqlite::migrate_only(path, keyring)?),
+        Location::Sqlite(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || sqlite::migrate_only(&path, keyring.as_deref()))
+                .await
+                .map_err(|e| Error::Internal(format!("migrating failed: {e}")))?
+                .map_err(Error::from)
+        }
         // Nothing is ever set aside in plain text there, and the keys are
         // checked when a store opens.
-        Location::Postgres(url) => {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| Error::Internal(format!("cannot start a runtime to migrate: {e}")))?;
-                runtime.block_on(postgres::migrate(&url)).map_err(Error::from)
-            })
-            .join()
-            .map_err(|_| Error::Internal("migrating stopped unexpectedly".into()))?
-        }
+        Location::Postgres(url) => Ok(postgres::migrate(url).await?),
     }
 }
 

@@ -108,7 +108,7 @@ async fn the_store_migrates_a_postgres_location_and_refuses_to_serve_from_it_yet
     };
     let db = database!();
     let location = Location::Postgres(db.url.clone());
-    let report = crate::store::migrate(&location, None).unwrap();
+    let report = crate::store::migrate(&location, None).await.unwrap();
     assert_eq!(report.current, MIGRATIONS.len() as i64);
     assert_eq!(report.applied.len(), MIGRATIONS.len());
     let err = crate::store::open(StoreOptions::new(location.clone(), AuditKey::new([1; 32]))).await.err().unwrap();

@@ -624,7 +624,7 @@ async fn migrating_alone_seals_what_it_set_aside_and_starts_nothing() {
     let old = database_before_encryption(&path);
     insert_plaintext(&old, "a", 1);
     drop(old);
-    let report = crate::store::migrate(&Location::Sqlite(path.clone()), Some(&Keyring::process_local())).unwrap();
+    let report = crate::store::migrate(&Location::Sqlite(path.clone()), Some(Keyring::process_local())).await.unwrap();
     assert_eq!(report.applied, vec![4, 5]);
     let conn = Connection::open(&path).unwrap();
     let leftover: i64 = conn
