@@ -75,6 +75,7 @@ pub struct IdempotencyKey {
 }
 
 /// A participant to register.
+#[derive(Clone)]
 pub struct NewParticipant {
     /// The opaque id (the `{participant}` in `participants/{participant}`).
     pub id: String,

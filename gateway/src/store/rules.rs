@@ -729,14 +729,7 @@ mod tests {
             audit: None,
         };
         let now = at("2026-12-04T10:00:00Z");
-        let err = plan_create(
-            NewParticipant { record: new.record.clone(), national_id_hash: vec![1], ..clone_new(&new) },
-            Some("p1".into()),
-            now,
-            &[],
-            &keyring(),
-        )
-        .unwrap_err();
+        let err = plan_create(new.clone(), Some("p1".into()), now, &[], &keyring()).unwrap_err();
         assert!(matches!(&err, Error::AlreadyExists { existing } if existing == "participants/p1"));
         let plan = plan_create(new, None, now, &["nokut".into()], &keyring()).unwrap();
         assert_eq!(plan.write.version, 1);
@@ -744,19 +737,6 @@ mod tests {
         assert_eq!(plan.write.hurtigspor_status, 2);
         assert_eq!(plan.write.kind, "participant.created");
         assert_eq!(keyring().open("p2", &plan.sealed.key_id, &plan.sealed.bytes).unwrap(), "15838510075");
-    }
-
-    fn clone_new(n: &NewParticipant) -> NewParticipant {
-        NewParticipant {
-            id: n.id.clone(),
-            national_id: n.national_id.clone(),
-            national_id_hash: n.national_id_hash.clone(),
-            record: n.record.clone(),
-            idempotency: n.idempotency.clone(),
-            origin: n.origin,
-            actor: n.actor.clone(),
-            audit: n.audit.clone(),
-        }
     }
 
     fn task(desired: i64) -> SyncTask {
