@@ -17,8 +17,8 @@
 
 mod connection;
 mod migrations;
-#[cfg(any(test, feature = "testsuite"))]
-pub mod testing;
+#[cfg(test)]
+mod testing;
 #[cfg(test)]
 mod tests;
 
