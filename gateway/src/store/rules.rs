@@ -413,7 +413,7 @@ pub enum SettlePlan {
     /// Apply `mutation` (skipping it if it changes nothing), record this
     /// position as the entity's latest, keep `refs` for the participant,
     /// then mark the entry with [`handled`].
-    Apply { entity: String, mutation: Box<Mutation>, refs: Vec<(String, String)> },
+    Apply { entity: String, mutation: Box<Mutation>, refs: Vec<(String, String)>, attempts: i64 },
     /// Mark the entry; record this position as `advance`'s latest and keep
     /// `instance`, when given.
     Mark { update: EntryUpdate, advance: Option<String>, instance: Option<super::MeasureInstance>, settled: Settled },
@@ -447,7 +447,7 @@ pub fn plan_settle(
             instance: None,
             settled: Settled::Superseded,
         },
-        Settle::Apply { entity, mutation, refs } => SettlePlan::Apply { entity, mutation, refs },
+        Settle::Apply { entity, mutation, refs } => SettlePlan::Apply { entity, mutation, refs, attempts },
         Settle::Instance(i) => SettlePlan::Mark {
             update: EntryUpdate::new("handled", "measure instance remembered", attempts),
             advance: None,

@@ -66,28 +66,34 @@ fn settle_audited(
         Settle::Apply { mutation, .. } => Some(mutation.id.clone()),
         _ => None,
     };
-    let kind: Option<String> = c
-        .query_row("SELECT kind FROM inbox WHERE source = ?1 AND position = ?2", params![source, position], |r| {
-            r.get(0)
-        })
+    // The entry's kind (for the audit), and its attempts while it is open.
+    let entry: Option<(String, Option<i64>)> = c
+        .query_row(
+            "SELECT kind, CASE WHEN status IN ('new', 'retry') THEN attempts END FROM inbox
+             WHERE source = ?1 AND position = ?2",
+            params![source, position],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()?;
-    let settled = settle(c, cx, source, position, outcome)?;
+    let (kind, attempts) = entry.map_or((None, None), |(kind, attempts)| (Some(kind), attempts));
+    let settled = settle(c, cx, source, position, attempts, outcome)?;
     if let Some(entry) = rules::inbound_audit(source, position, kind, participant, &settled) {
         append_audit(c, cx.key, &[entry], cx.now)?;
     }
     Ok(settled)
 }
 
-/// Settles one inbox entry inside a transaction: reads what the rules need,
-/// writes what they plan.
-fn settle(c: &Connection, cx: &SettleContext<'_>, source: &str, position: &str, outcome: Settle) -> Result<Settled> {
-    let attempts: Option<i64> = c
-        .query_row(
-            "SELECT attempts FROM inbox WHERE source = ?1 AND position = ?2 AND status IN ('new', 'retry')",
-            params![source, position],
-            |r| r.get(0),
-        )
-        .optional()?;
+/// Settles one inbox entry (`attempts`: its attempts while open, `None`
+/// when it is not) inside a transaction: reads what the rules need, writes
+/// what they plan.
+fn settle(
+    c: &Connection,
+    cx: &SettleContext<'_>,
+    source: &str,
+    position: &str,
+    attempts: Option<i64>,
+    outcome: Settle,
+) -> Result<Settled> {
     let applied: Option<String> = match outcome.entity() {
         Some(entity) => c
             .query_row(
@@ -109,7 +115,7 @@ fn settle(c: &Connection, cx: &SettleContext<'_>, source: &str, position: &str, 
     let plan = rules::plan_settle(attempts, applied.as_deref(), instance_at.as_deref(), position, outcome, time_text);
     match plan {
         SettlePlan::Gone => Ok(Settled::Gone),
-        SettlePlan::Apply { entity, mutation, refs } => {
+        SettlePlan::Apply { entity, mutation, refs, attempts } => {
             let participant = mutation.id.clone();
             let committed = apply_mutation_if(c, *mutation, cx.now, cx.targets, true, cx.keyring)?;
             advance_applied(c, source, &entity, position)?;
@@ -121,7 +127,6 @@ fn settle(c: &Connection, cx: &SettleContext<'_>, source: &str, position: &str, 
                 )?;
             }
             let version = committed.map(|c| c.version);
-            let attempts = attempts.unwrap_or_default();
             mark(c, source, position, &rules::handled(attempts, participant, version), cx.now)?;
             Ok(Settled::Handled(version))
         }
