@@ -107,38 +107,25 @@ pub(super) fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, cx: &Contex
     let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
     let mut broken = None;
     for job in jobs.by_ref() {
-        // The outer error: the transaction can no longer be trusted.
-        let step: std::result::Result<Answer, (Answer, StoreError)> = match job {
+        // With an error: the transaction can no longer be trusted.
+        let (answer, broke) = match job {
             Job::Create(new, reply) => {
                 let audit = new.audit.clone().map(|e| (e, new.id.clone()));
-                let result = in_savepoint(&mut tx, |sp| apply_create(sp, *new, now, targets, &cx.keyring))
-                    .and_then(|r| audit_write(&tx, &cx.audit_key, audit, false, &r, now).map(|()| r));
-                match result {
-                    Ok(r) => Ok(Answer::Write(reply, r)),
-                    Err(e) => Err((Answer::Write(reply, Err(StoreError::unavailable(&e))), e)),
-                }
+                write(&mut tx, cx, now, reply, audit, false, |sp| apply_create(sp, *new, now, targets, &cx.keyring))
             }
             Job::Mutate(m, reply) => {
                 let audit = m.audit.clone().map(|e| (e, m.id.clone()));
-                let result = in_savepoint(&mut tx, |sp| apply_mutation(sp, *m, now, targets, &cx.keyring))
-                    .and_then(|r| audit_write(&tx, &cx.audit_key, audit, true, &r, now).map(|()| r));
-                match result {
-                    Ok(r) => Ok(Answer::Write(reply, r)),
-                    Err(e) => Err((Answer::Write(reply, Err(StoreError::unavailable(&e))), e)),
-                }
+                write(&mut tx, cx, now, reply, audit, true, |sp| apply_mutation(sp, *m, now, targets, &cx.keyring))
             }
             Job::Audit(entries, reply) => match append_audit(&tx, &cx.audit_key, &entries, now) {
-                Ok(()) => Ok(Answer::Audit(reply, Ok(()))),
-                Err(e) => Err((Answer::Audit(reply, Err(StoreError::unavailable(&e))), e)),
+                Ok(()) => (Answer::Audit(reply, Ok(())), None),
+                Err(e) => (Answer::Audit(reply, Err(StoreError::unavailable(&e))), Some(e)),
             },
         };
-        match step {
-            Ok(answer) => answers.push(answer),
-            Err((answer, e)) => {
-                answers.push(answer);
-                broken = Some(e);
-                break;
-            }
+        answers.push(answer);
+        if let Some(e) = broke {
+            broken = Some(e);
+            break;
         }
         // On some errors (disk full, I/O) SQLite rolls back the whole
         // transaction by itself: nothing of this batch would be stored.
@@ -173,18 +160,27 @@ pub(super) fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, cx: &Contex
     }
 }
 
-/// Appends a write's audit entry, completed by the rules.
-fn audit_write(
-    conn: &Connection,
-    key: &AuditKey,
+/// Runs one write in its own savepoint and appends its audit entry,
+/// completed by the rules, beside it: the caller's answer, and the error
+/// when the transaction can no longer be trusted.
+fn write(
+    tx: &mut rusqlite::Transaction<'_>,
+    cx: &Context,
+    now: DateTime<Utc>,
+    reply: Reply,
     audit: Option<(AuditEntry, String)>,
     existing_record: bool,
-    result: &Result<Committed, Error>,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    match rules::write_audit(audit, existing_record, result) {
-        Some(entry) => append_audit(conn, key, &[entry], now),
-        None => Ok(()),
+    apply: impl FnOnce(&rusqlite::Savepoint<'_>) -> Result<Committed>,
+) -> (Answer, Option<StoreError>) {
+    let result = in_savepoint(tx, apply).and_then(|r| {
+        if let Some(entry) = rules::write_audit(audit, existing_record, &r) {
+            append_audit(tx, &cx.audit_key, &[entry], now)?;
+        }
+        Ok(r)
+    });
+    match result {
+        Ok(r) => (Answer::Write(reply, r), None),
+        Err(e) => (Answer::Write(reply, Err(StoreError::unavailable(&e))), Some(e)),
     }
 }
 
