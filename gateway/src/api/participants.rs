@@ -48,7 +48,7 @@ impl ParticipantApi {
     }
 
     fn today(&self) -> NaiveDate {
-        crate::domain::dates::oslo_date(self.clock.now())
+        self.clock.today()
     }
 
     fn now_timestamp(&self) -> prost_types::Timestamp {

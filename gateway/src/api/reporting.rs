@@ -18,7 +18,7 @@ use crate::{
     audit::require_purpose,
     auth::{Caller, Role, Scope, caller},
     config::Limits,
-    domain::{dates::oslo_date, kommune::Kommunenummer},
+    domain::kommune::Kommunenummer,
     error::{Error, Violations},
     keys::Keys,
     report,
@@ -122,7 +122,7 @@ impl ReportingService for ReportingApi {
             audit.purpose(Some(require_purpose(request.metadata())?));
             let (kommune, year) = parse(request.get_ref())?;
             allowed(&who, kommune.as_deref())?;
-            let as_of = oslo_date(self.clock.now());
+            let as_of = self.clock.today();
             report::compute(&*self.history, kommune.as_deref(), year, as_of, report::PAGE)
                 .await?
                 .ok_or_else(|| Error::invalid("year", "OUT_OF_RANGE", "is not a calendar year"))
@@ -156,7 +156,7 @@ impl ReportingService for ReportingApi {
                 "" => None,
                 token => Some(pagination::decode_key(&self.keys, token, filter)?),
             };
-            let as_of = oslo_date(self.clock.now());
+            let as_of = self.clock.today();
             let (found, more) = report::participants(&*self.history, kommune.as_deref(), year, as_of, after, limit)
                 .await?
                 .ok_or_else(|| Error::invalid("year", "OUT_OF_RANGE", "is not a calendar year"))?;

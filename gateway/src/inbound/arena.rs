@@ -117,7 +117,7 @@ impl ArenaFeed {
             return Ok(Some(id));
         }
         let Some(fnr) = self.arena.national_id_of(person_id).await? else { return Ok(None) };
-        let today = dates::oslo_date(self.clock.now());
+        let today = self.clock.today();
         let Ok(id) = NationalId::parse(&fnr, self.id_mode, today) else { return Ok(None) };
         let found =
             self.participants.get_by_national_id_hash(&self.keys.national_id_hash(&id)).await.map_err(store_error)?;
@@ -144,7 +144,7 @@ impl ArenaFeed {
             Some(e) => self.arena.employer_orgnr(e).await?.filter(|o| Orgnr::parse(o).is_ok()),
             None => None,
         };
-        let today = dates::oslo_date(self.clock.now());
+        let today = self.clock.today();
         let fact = match measure(&row, &instance.code, employer.as_deref(), deleted, known, today) {
             Ok(f) => f,
             Err(e) => return Ok(Settle::Fail { error: e }),
