@@ -59,6 +59,14 @@ pub struct Config {
     pub http_listen: Option<SocketAddr>,
     /// Where the SQLite file and other local state live.
     pub data_dir: PathBuf,
+    /// A PostgreSQL database to serve from instead of the SQLite file under
+    /// `data_dir`, e.g. `postgres://hurtigspor@db.example:5432/hurtigspor`:
+    /// several instances may share it. It may hold a password, so it is
+    /// kept like a secret and named in messages without it.
+    #[serde(skip_serializing)]
+    pub database_url: Option<Secret>,
+    /// Connections each instance keeps open to `database_url`.
+    pub database_pool_size: usize,
     pub security: SecurityConfig,
     pub programme: ProgrammeRules,
     pub limits: Limits,
@@ -258,6 +266,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_listen: None,
             data_dir: PathBuf::from("data"),
+            database_url: None,
+            database_pool_size: crate::store::DEFAULT_POOL_SIZE,
             security: SecurityConfig::default(),
             programme: ProgrammeRules::default(),
             limits: Limits::default(),
@@ -509,6 +519,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
 }
 
 impl Config {
@@ -550,8 +562,23 @@ impl Config {
         self.data_dir.join("hurtigspor.db")
     }
 
+    /// The PostgreSQL URL to serve from, if one is configured.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.database_url.as_ref().map(Secret::expose).filter(|u| !u.trim().is_empty())
+    }
+
     /// Checks rules that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = self.postgres_url()
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError(
+                "key `database_url` must be a postgres:// URL, e.g. postgres://user@host:5432/hurtigspor; leave it out to use the SQLite file under data_dir".into(),
+            ));
+        }
+        if self.database_pool_size == 0 {
+            return Err(ConfigError("key `database_pool_size` must be at least 1".into()));
+        }
         let p = &self.programme;
         if p.normal_max_months == 0 || p.extended_max_months < p.normal_max_months {
             return Err(ConfigError(

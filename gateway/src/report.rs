@@ -1038,7 +1038,7 @@ mod tests {
         for (id, h) in histories {
             for (i, snapshot) in h.versions.into_iter().enumerate() {
                 out.push(ChangeRecord {
-                    sequence: 0,
+                    cursor: Default::default(),
                     participant_id: id.into(),
                     version: i as i64 + 1,
                     kind: "x".into(),

@@ -10,7 +10,7 @@ use crate::{
     http::HttpState,
     inbound::{self, arena::ArenaFeed, nokut::NokutFeed},
     keys::Keys,
-    store::{self, Location, Store, StoreOptions, SyncConfig},
+    store::{self, ChangeSignal, Location, Store, StoreOptions, SyncConfig},
     sync::{Dispatcher, RetryPolicy},
 };
 use anyhow::Context;
@@ -37,6 +37,9 @@ pub struct Gateway {
     addr: SocketAddr,
     http: Option<(TcpListener, SocketAddr)>,
     store: Arc<dyn Store>,
+    /// Wakes WatchChanges streams when a change commits, here or on
+    /// another instance of a shared database.
+    changes: ChangeSignal,
     api: ParticipantApi,
     audit_api: AuditApi,
     reporting_api: ReportingApi,
@@ -160,13 +163,19 @@ impl Gateway {
         let Targets { all: targets, arena, nokut, nokut_secret, nokut_webhook_url } =
             targets(&config, &metrics, &clock);
         let wake = Arc::new(tokio::sync::Notify::new());
-        let sync = SyncConfig { targets: targets.iter().map(|t| t.name().to_owned()).collect(), wake: wake.clone() };
+        let sync = SyncConfig {
+            targets: targets.iter().map(|t| t.name().to_owned()).collect(),
+            wake: wake.clone(),
+            changes: ChangeSignal::default(),
+        };
+        let changes = sync.changes.clone();
         let options = StoreOptions {
             location: location.clone(),
             sync,
             keyring,
             audit_key: keys.audit_key(),
             clock: clock.clone(),
+            pool_size: config.database_pool_size,
         };
         let (store, report) =
             store::open(options).await.with_context(|| format!("cannot open the database at {location}"))?;
@@ -229,6 +238,7 @@ impl Gateway {
             addr,
             http,
             store,
+            changes,
             api,
             audit_api,
             reporting_api,
@@ -295,8 +305,12 @@ impl Gateway {
         };
         let authenticate = Authenticate(self.auth.clone(), limiter, certificates);
         let sync = InterceptedService::new(
-            SyncServiceServer::new(crate::api::sync::SyncApi::new(self.store.clone(), limits.max_streams_per_client))
-                .max_decoding_message_size(limits.max_message_bytes),
+            SyncServiceServer::new(crate::api::sync::SyncApi::new(
+                self.store.clone(),
+                self.changes.clone(),
+                limits.max_streams_per_client,
+            ))
+            .max_decoding_message_size(limits.max_message_bytes),
             authenticate.clone(),
         );
         let reflection = InterceptedService::new(reflection, authenticate.clone());

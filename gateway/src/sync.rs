@@ -130,7 +130,23 @@ impl Dispatcher {
     }
 
     async fn deliver(&self, task: SyncTask) {
-        let outcome = self.attempt(&task).await;
+        // A slow target keeps the lease: it is renewed while the attempt
+        // runs, so no other instance takes the row over meanwhile.
+        let renew_every = self.lease / 3;
+        let mut attempt = Box::pin(self.attempt(&task));
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut attempt => break outcome,
+                _ = tokio::time::sleep(renew_every) => {
+                    match self.queue.renew_sync(&task, self.lease).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(participant = %task.participant_id, target = %task.target, "a delivery's lease was taken over; its outcome will not be recorded over the new holder's"),
+                        Err(e) => tracing::warn!(error = %e, "cannot renew a delivery's lease"),
+                    }
+                }
+            }
+        };
+        drop(attempt);
         let failed = matches!(outcome, SyncOutcome::Failed { .. });
         if failed {
             tracing::warn!(participant = %task.participant_id, target = %task.target, "delivery failed; replay it with RetryDeliveries once the cause is fixed");

@@ -254,7 +254,8 @@ async fn each_method_leaves_its_entries_refusals_included_and_the_chain_verifies
     let mut config = Config::dev_defaults();
     config.data_dir = dir.path().to_owned();
     let key = Keys::load(&config).unwrap().audit_key();
-    let head = verify_audit_log(&Location::of(&config), &key, None, 0, |_, _| {}).unwrap().expect("an intact chain");
+    let head =
+        verify_audit_log(&Location::of(&config), &key, None, 0, |_, _| {}).await.unwrap().expect("an intact chain");
     assert!(head.entries as usize >= everything.len());
     let _ = id;
 }

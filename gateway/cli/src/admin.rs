@@ -5,7 +5,7 @@ use clap::Subcommand;
 use hurtigspor_gateway::{
     config::Config,
     crypto::Keyring,
-    store::{self, Location, Rotation, RotationProgress, StoreOptions},
+    store::{self, Location, Rotation, RotationProgress},
 };
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
@@ -18,9 +18,8 @@ pub enum AuditCommand {
         /// key under `<data-dir>/secrets` is used).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Where the SQLite file lives.
-        #[arg(long, value_name = "DIR")]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        store: crate::StoreArgs,
         /// A head printed by an earlier run (`<entry>:<hash>`): the log must
         /// still hold that entry, unchanged, so entries removed from the end
         /// are found too.
@@ -53,19 +52,17 @@ pub(crate) async fn rotate_key(config: &Config, batch: usize) -> anyhow::Result<
         bail!("there is no database at {location}; pass the gateway's data directory with --data-dir");
     }
     let keyring = Arc::new(Keyring::load(config)?);
-    let options = StoreOptions {
-        keyring: Arc::clone(&keyring),
-        // Re-encrypting appends nothing to the audit log: its key is not needed.
-        ..StoreOptions::new(location.clone(), hurtigspor_gateway::audit::AuditKey::new(rand::random()))
-    };
-    let (store, _) = store::open(options).await.with_context(|| format!("cannot open the database at {location}"))?;
+    // Brings the schema up to date and checks the keys, as a start would;
+    // the rotation then runs beside serving gateways, touching no more.
+    store::migrate(&location, Some(Arc::clone(&keyring)))
+        .await
+        .with_context(|| format!("cannot open the database at {location}"))?;
     let progress: RotationProgress = Box::new(|done, total| {
         eprintln!("re-encrypted {done}/{total}");
         std::ops::ControlFlow::Continue(())
     });
-    let rotation = store.rotate_keys(batch, progress).await;
-    store.close().await;
-    let rotation = rotation
+    let rotation = store::rotate_keys(&location, Arc::clone(&keyring), batch, progress)
+        .await
         .context("the rotation stopped; what it re-encrypted is kept: fix the cause and run `hurtigspor rotate-key` again to finish")?;
     for line in rotation_summary(&rotation, &keyring) {
         println!("{line}");
@@ -105,7 +102,7 @@ const AUDIT_LOG_BROKEN: u8 = 2;
 
 /// `audit verify`: checks the chain, with progress on stderr for long logs.
 /// Exits 0 when intact and [`AUDIT_LOG_BROKEN`] when not.
-pub(crate) fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow::Result<ExitCode> {
+pub(crate) async fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow::Result<ExitCode> {
     let expect = expect_head
         .map(|h| {
             let (entry, hash) = h.split_once(':').unwrap_or((h, ""));
@@ -135,6 +132,7 @@ pub(crate) fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow
     let result = store::verify_audit_log(&location, &keys.audit_key(), expect, 100_000, |checked, total| {
         eprintln!("checked {checked}/{total} entries");
     })
+    .await
     .with_context(|| format!("cannot read the audit log in {location}"))?;
     match result {
         Ok(head) => {

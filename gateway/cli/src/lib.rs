@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use client::{ClientTls, ParticipantsCommand};
 use hurtigspor_gateway::config::{Config, Mode, Overrides};
 use server::ServerArgs;
+pub use server::StoreArgs;
 use std::{path::PathBuf, process::ExitCode};
 
 #[derive(Parser, Debug)]
@@ -36,13 +37,13 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Apply database migrations and exit.
+    /// Apply database migrations and exit. Instances that start together
+    /// on one PostgreSQL database migrate it once.
     Migrate {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Where the SQLite file lives.
-        #[arg(long, value_name = "DIR")]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Re-encrypt every stored national id that is not under the active key
     /// (security.active_encryption_key), in batches. Safe to interrupt and
@@ -53,9 +54,8 @@ pub enum Command {
         /// variables override it.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Where the SQLite file lives.
-        #[arg(long, value_name = "DIR")]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
         /// National ids re-encrypted per transaction.
         #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
         batch_size: u32,
@@ -141,7 +141,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(
                 config.as_deref(),
                 Config::default(),
-                Overrides { listen: server.listen, data_dir: server.data_dir, mode: None },
+                Overrides { listen: server.listen, mode: None, ..server.store.overrides() },
             )?;
             hurtigspor_gateway::telemetry::init(&config.log);
             server::serve(config, false, 0).await?;
@@ -150,19 +150,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(
                 config.as_deref(),
                 Config::dev_defaults(),
-                Overrides { listen: server.listen, data_dir: server.data_dir, mode: Some(Mode::Dev) },
+                Overrides { listen: server.listen, mode: Some(Mode::Dev), ..server.store.overrides() },
             )?;
             hurtigspor_gateway::telemetry::init(&config.log);
             server::serve(config, true, seed).await?;
         }
-        Command::Migrate { config, data_dir } => {
-            let config =
-                Config::load(config.as_deref(), Config::default(), Overrides { data_dir, ..Default::default() })?;
+        Command::Migrate { config, store } => {
+            let config = Config::load(config.as_deref(), Config::default(), store.overrides())?;
             admin::migrate(&config).await?;
         }
-        Command::RotateKey { config, data_dir, batch_size } => {
-            let config =
-                Config::load(config.as_deref(), Config::default(), Overrides { data_dir, ..Default::default() })?;
+        Command::RotateKey { config, store, batch_size } => {
+            let config = Config::load(config.as_deref(), Config::default(), store.overrides())?;
             admin::rotate_key(&config, batch_size as usize).await?;
         }
         Command::Participants { server, token, purpose, tls, command } => {
@@ -174,12 +172,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let asked = client::Asked { kommunenummer: kommune.unwrap_or_default(), year, csv, participants };
             client::report(&server, tls, &token, purpose.as_deref(), asked).await?;
         }
-        Command::Audit { command: AuditCommand::Verify { config, data_dir, expect_head } } => {
+        Command::Audit { command: AuditCommand::Verify { config, store, expect_head } } => {
             // Without a config, a data directory of a dev gateway: its keys
             // were generated there.
             let defaults = if config.is_none() { Config::dev_defaults() } else { Config::default() };
-            let config = Config::load(config.as_deref(), defaults, Overrides { data_dir, ..Default::default() })?;
-            return admin::verify_audit(&config, expect_head.as_deref());
+            let config = Config::load(config.as_deref(), defaults, store.overrides())?;
+            return admin::verify_audit(&config, expect_head.as_deref()).await;
         }
     }
     Ok(ExitCode::SUCCESS)

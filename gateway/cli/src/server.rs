@@ -7,7 +7,7 @@ use clap::Args;
 use hurtigspor_gateway::{
     Gateway,
     clock::Clock,
-    config::{ArenaTarget, Config, Mode, NirTarget, NokutTarget, Secret},
+    config::{ArenaTarget, Config, Mode, NirTarget, NokutTarget, Overrides, Secret},
 };
 use hurtigspor_mocks::{
     arena::{self, Arena},
@@ -25,9 +25,29 @@ pub struct ServerArgs {
     /// Address to listen on for gRPC [default: 127.0.0.1:50051].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Where the SQLite file and other local state live.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Where the data is: the SQLite file under `--data-dir`, or a PostgreSQL
+/// database that several instances share.
+#[derive(Args, Debug)]
+pub struct StoreArgs {
+    /// Where the SQLite file (without --database-url) and other local
+    /// state (dev keys and tokens) live.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL database to use instead of the SQLite file, e.g.
+    /// postgres://hurtigspor@db:5432/hurtigspor (config `database_url`,
+    /// env HURTIGSPOR__DATABASE_URL).
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn overrides(self) -> Overrides {
+        Overrides { data_dir: self.data_dir, database_url: self.database_url, ..Overrides::default() }
+    }
 }
 
 /// Builds the gateway from `config` and serves until a shutdown signal; `dev`
@@ -40,6 +60,7 @@ pub(crate) async fn serve(mut config: Config, dev: bool, seed: u32) -> anyhow::R
         bail!("--seed talks to the dev gateway in plaintext; leave out [tls] to seed");
     }
     let mocks = InProcessMocks::start_for(&mut config).await?;
+    let database = hurtigspor_gateway::store::Location::of(&config);
     let gateway = Gateway::build(config, Clock::system()).await?;
     let addr = gateway.local_addr();
     let gateway_token = gateway.dev_tokens().and_then(|t| t.get("admin")).and_then(|t| t.as_str()).map(str::to_owned);
@@ -53,7 +74,10 @@ pub(crate) async fn serve(mut config: Config, dev: bool, seed: u32) -> anyhow::R
         if let Some(http) = gateway.http_addr() {
             println!("  webhooks at http://{http}/webhooks/nokut (NOKUT is subscribed to it)");
         }
-        println!("  data in     {}", data_dir.display());
+        println!("  data in     {database}");
+        if matches!(database, hurtigspor_gateway::store::Location::Postgres(_)) {
+            println!("  keys in     {} (copy it to start another instance on this database)", data_dir.display());
+        }
         println!("  DEV MODE: synthetic test identities are accepted. Never put real personal data here.");
         for (name, url) in mocks.urls() {
             println!("  {name:<11} mock at {url} (in-process; state at {url}/admin/state)");

@@ -188,7 +188,7 @@ mod tests {
         Store {}
         #[async_trait::async_trait]
         impl ChangeLog for Store {
-            async fn changes(&self, after: i64, limit: usize) -> Result<Vec<ChangeRecord>, Error>;
+            async fn changes(&self, after: crate::store::ChangeCursor, limit: usize) -> Result<Vec<ChangeRecord>, Error>;
             async fn histories(&self, after: Option<(String, i64)>, limit: usize) -> Result<Vec<ChangeRecord>, Error>;
         }
         #[async_trait::async_trait]

@@ -5,7 +5,7 @@ use crate::{
     audit::{parse_purpose, require_purpose},
     auth::{Scope, administrator, caller},
     error::Error,
-    store::{ChangeRecord, InboxFilter, InboxItem, Store, resource_name},
+    store::{ChangeCursor, ChangeRecord, ChangeSignal, InboxFilter, InboxItem, Store, resource_name},
 };
 use hurtigspor_proto::v1::{
     ChangeEvent, FailedDelivery, GetSyncStatusRequest, InboundChange, InboundStatus, ListFailedDeliveriesRequest,
@@ -24,14 +24,16 @@ const POLL: Duration = Duration::from_millis(100);
 
 pub struct SyncApi {
     store: Arc<dyn Store>,
+    /// Changed whenever a change commits: streams that caught up wait on it.
+    changes: ChangeSignal,
     max_streams: u32,
     /// Open `WatchChanges` streams per client organisation.
     streams: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
 }
 
 impl SyncApi {
-    pub fn new(store: Arc<dyn Store>, max_streams_per_client: u32) -> Self {
-        Self { store, max_streams: max_streams_per_client, streams: Arc::default() }
+    pub fn new(store: Arc<dyn Store>, changes: ChangeSignal, max_streams_per_client: u32) -> Self {
+        Self { store, changes, max_streams: max_streams_per_client, streams: Arc::default() }
     }
 
     /// Counts a new stream for `client`, or refuses it over the cap.
@@ -77,11 +79,11 @@ fn state(s: &str) -> SyncState {
     }
 }
 
-fn parse_cursor(cursor: &str) -> Result<i64, Error> {
+fn parse_cursor(cursor: &str) -> Result<ChangeCursor, Error> {
     if cursor.is_empty() {
-        return Ok(0);
+        return Ok(ChangeCursor::default());
     }
-    cursor.parse::<i64>().ok().filter(|c| *c >= 0).ok_or_else(|| {
+    cursor.parse::<ChangeCursor>().map_err(|()| {
         Error::invalid(
             "cursor",
             "INVALID_CURSOR",
@@ -94,7 +96,7 @@ fn event(c: ChangeRecord) -> ChangeEvent {
     let mut participant = c.snapshot;
     participant.national_id.clear();
     ChangeEvent {
-        cursor: c.sequence.to_string(),
+        cursor: c.cursor.to_string(),
         name: resource_name(&c.participant_id),
         version: c.version,
         kind: c.kind,
@@ -354,6 +356,8 @@ impl SyncService for SyncApi {
         .await;
         let (purpose, mut after, slot) = opening.finish(&*self.store, opened).await?;
         let store = Arc::clone(&self.store);
+        // Subscribed before the first read: no commit after it goes unheard.
+        let mut committed = self.changes.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(PAGE);
         tokio::spawn(async move {
             let _slot = slot;
@@ -370,9 +374,9 @@ impl SyncService for SyncApi {
                     return;
                 }
                 let caught_up = page.len() < PAGE;
-                let first = page.first().map_or(after, |c| c.sequence);
+                let first = page.first().map_or(after, |c| c.cursor);
                 if let Some(last) = page.last() {
-                    after = last.sequence;
+                    after = last.cursor;
                 }
                 // A kommune's stream carries its own participants only.
                 let visible: Vec<ChangeRecord> =
@@ -400,6 +404,7 @@ impl SyncService for SyncApi {
                 }
                 if caught_up {
                     tokio::select! {
+                        Ok(()) = committed.changed() => {}
                         _ = tokio::time::sleep(POLL) => {}
                         _ = tx.closed() => return,
                     }
@@ -514,9 +519,11 @@ mod tests {
 
     #[test]
     fn cursors() {
-        assert_eq!(parse_cursor("").unwrap(), 0);
-        assert_eq!(parse_cursor("42").unwrap(), 42);
-        for bad in ["-1", "abc", "1.5"] {
+        assert_eq!(parse_cursor("").unwrap(), ChangeCursor::default());
+        assert_eq!(parse_cursor("42").unwrap(), ChangeCursor { transaction: 0, sequence: 42 });
+        let late = ChangeCursor { transaction: 7031, sequence: 42 };
+        assert_eq!(parse_cursor(&late.to_string()).unwrap(), late, "a cursor reads back as it was written");
+        for bad in ["-1", "abc", "1.5", "7031-", "-42", "1-2-3", "7031--42"] {
             assert!(parse_cursor(bad).is_err(), "{bad}");
         }
     }

@@ -37,8 +37,15 @@ pub(crate) trait Source: Send + Sync + 'static {
     fn handle(&self, item: &InboxItem) -> impl Future<Output = Result<Settle, TargetError>> + Send;
 }
 
-/// Runs a source until `stop`: reads on every `poll` tick or `wake`, then
-/// ingests what is due.
+/// How long an instance holds a feed after its last renewal: past it,
+/// another instance takes the feed over.
+pub(crate) fn feed_lease(poll: Duration) -> Duration {
+    (poll * 4).max(Duration::from_secs(5))
+}
+
+/// Runs a source until `stop`: on every `poll` tick or `wake`, claims the
+/// feed (one instance reads each feed; the others stand by), then reads it
+/// and ingests what is due.
 pub(crate) async fn run<S: Source>(
     source: Arc<S>,
     store: Arc<dyn Inbox>,
@@ -48,21 +55,41 @@ pub(crate) async fn run<S: Source>(
     mut stop: watch::Receiver<bool>,
 ) {
     let name = source.name();
+    let lease = feed_lease(poll);
+    let mut reading = false;
     loop {
         if *stop.borrow() {
             return;
         }
-        match source.fetch().await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(source = name, changes = n, "received changes"),
+        match store.claim_feed(name, lease).await {
+            Ok(mine) => {
+                if mine != reading {
+                    if mine {
+                        tracing::info!(source = name, "this instance reads the feed now");
+                    } else {
+                        tracing::info!(source = name, "another instance reads the feed now; standing by");
+                    }
+                    reading = mine;
+                }
+            }
             Err(e) => {
-                tracing::warn!(source = name, error = %e, "cannot read the change feed; trying again at the next poll")
+                tracing::warn!(source = name, error = %e, "cannot claim the feed; trying again at the next poll");
+                reading = false;
             }
         }
-        let ingest = ingest_due(&*source, &*store, &policy);
-        tokio::select! {
-            () = ingest => {}
-            _ = stop.changed() => return,
+        if reading {
+            match source.fetch().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(source = name, changes = n, "received changes"),
+                Err(e) => {
+                    tracing::warn!(source = name, error = %e, "cannot read the change feed; trying again at the next poll")
+                }
+            }
+            let ingest = ingest_due(&*source, &*store, &policy);
+            tokio::select! {
+                () = ingest => {}
+                _ = stop.changed() => return,
+            }
         }
         tokio::select! {
             _ = wake.notified() => {}

@@ -150,11 +150,48 @@ pub struct ListPage {
     pub more: bool,
 }
 
+/// Where a reader of the change log stands. Changes come in cursor order,
+/// and a change that commits late never lands behind a cursor already
+/// handed out, so a reader that resumes after its last cursor skips
+/// nothing and sees nothing twice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChangeCursor {
+    /// The writing transaction, where writers commit out of sequence order
+    /// (PostgreSQL: its 64-bit transaction id); 0 where commit order is
+    /// sequence order (SQLite's single writer).
+    pub transaction: i64,
+    /// The change's number in the log.
+    pub sequence: i64,
+}
+
+impl std::fmt::Display for ChangeCursor {
+    /// `42` where there is no transaction to name, `7031-42` where there is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.transaction {
+            0 => write!(f, "{}", self.sequence),
+            t => write!(f, "{t}-{}", self.sequence),
+        }
+    }
+}
+
+impl std::str::FromStr for ChangeCursor {
+    type Err = ();
+
+    /// What [`Display`](std::fmt::Display) wrote; never a negative number.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let number = |n: &str| n.parse::<i64>().ok().filter(|n| *n >= 0).ok_or(());
+        match s.split_once('-') {
+            None => Ok(Self { transaction: 0, sequence: number(s)? }),
+            Some((t, n)) => Ok(Self { transaction: number(t)?, sequence: number(n)? }),
+        }
+    }
+}
+
 /// One entry of the change log.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChangeRecord {
-    /// Monotonic position in the log.
-    pub sequence: i64,
+    /// Its place in the log, to resume after.
+    pub cursor: ChangeCursor,
     pub participant_id: String,
     pub version: i64,
     pub kind: String,
@@ -301,7 +338,33 @@ pub enum Settled {
 #[derive(Clone, Default)]
 pub struct SyncConfig {
     pub targets: Vec<String>,
+    /// The dispatcher.
     pub wake: Arc<tokio::sync::Notify>,
+    /// The change-log readers (WatchChanges).
+    pub changes: ChangeSignal,
+}
+
+/// Tells change-log readers that a change committed: on this instance, or,
+/// with a shared database, on another. A reader that subscribed misses no
+/// signal between two reads of the log; polling stays the fallback.
+#[derive(Clone)]
+pub struct ChangeSignal(Arc<tokio::sync::watch::Sender<u64>>);
+
+impl Default for ChangeSignal {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::watch::channel(0).0))
+    }
+}
+
+impl ChangeSignal {
+    pub fn notify(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Marked changed by every later [`notify`](Self::notify).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.subscribe()
+    }
 }
 
 /// Where the store keeps its data; picks the dialect.
@@ -310,16 +373,17 @@ pub enum Location {
     /// The embedded database: one SQLite file.
     Sqlite(PathBuf),
     /// A PostgreSQL database several instances share
-    /// (`postgres://user@host:port/database`). The dialect is built in
-    /// steps: its schema migrates; serving from it comes next, and until
-    /// then the configuration never selects it.
+    /// (`postgres://user@host:port/database`).
     Postgres(String),
 }
 
 impl Location {
     /// Where the configured gateway keeps its data.
     pub fn of(config: &crate::config::Config) -> Self {
-        Self::Sqlite(config.database_path())
+        match config.postgres_url() {
+            Some(url) => Self::Postgres(url.to_owned()),
+            None => Self::Sqlite(config.database_path()),
+        }
     }
 
     /// Whether there is a database here already.
@@ -353,6 +417,8 @@ pub struct StoreOptions {
     pub audit_key: AuditKey,
     /// Every commit time, lease and due time is read from it.
     pub clock: Clock,
+    /// Connections to keep open to a shared database (PostgreSQL).
+    pub pool_size: usize,
 }
 
 impl StoreOptions {
@@ -367,9 +433,13 @@ impl StoreOptions {
             keyring: Keyring::process_local(),
             audit_key,
             clock: Clock::system(),
+            pool_size: DEFAULT_POOL_SIZE,
         }
     }
 }
+
+/// Connections an instance keeps to a shared database unless configured.
+pub const DEFAULT_POOL_SIZE: usize = 16;
 
 /// Opens (creating if needed) the store, applies pending migrations and
 /// gets it ready to write. National ids a migration left in plain text are
@@ -383,10 +453,10 @@ pub async fn open(options: StoreOptions) -> Result<(Arc<dyn Store>, MigrationRep
                 .map_err(|e| Error::Internal(format!("opening the store failed: {e}")))??;
             Ok((Arc::new(store), report))
         }
-        Location::Postgres(_) => Err(Error::Unavailable(
-            "this gateway serves from its embedded store only; a PostgreSQL database can be migrated, not yet served from"
-                .into(),
-        )),
+        Location::Postgres(url) => {
+            let (store, report) = postgres::PostgresStore::open(&url, options).await?;
+            Ok((Arc::new(store), report))
+        }
     }
 }
 
@@ -405,9 +475,32 @@ pub async fn migrate(location: &Location, keyring: Option<Arc<Keyring>>) -> Resu
                 .map_err(|e| Error::Internal(format!("migrating failed: {e}")))?
                 .map_err(Error::from)
         }
-        // Nothing is ever set aside in plain text there, and the keys are
-        // checked when a store opens.
-        Location::Postgres(url) => Ok(postgres::migrate(url).await?),
+        // Nothing is ever set aside in plain text there; the keys are
+        // checked as on SQLite.
+        Location::Postgres(url) => Ok(postgres::migrate_checked(url, keyring.as_deref()).await?),
+    }
+}
+
+/// Re-encrypts every national id under the active key, as
+/// [`Maintenance::rotate_keys`] does, without opening the store: nothing of
+/// a running gateway starts (no writer, no audit chainer), so it runs
+/// beside serving instances. Migrate first; a database not migrated to the
+/// current schema is refused.
+pub async fn rotate_keys(
+    location: &Location,
+    keyring: Arc<Keyring>,
+    batch: usize,
+    progress: RotationProgress,
+) -> Result<Rotation, Error> {
+    match location {
+        Location::Sqlite(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || sqlite::rotate_keys(&path, &keyring, batch, progress))
+                .await
+                .map_err(|e| Error::Internal(format!("key rotation failed: {e}")))?
+                .map_err(Error::from)
+        }
+        Location::Postgres(url) => postgres::rotate_keys(url, &keyring, batch, progress).await,
     }
 }
 
@@ -416,18 +509,22 @@ pub async fn migrate(location: &Location, keyring: Option<Arc<Keyring>>) -> Resu
 /// error: the log could not be read; the inner: where the chain is broken.
 /// `expect_head` (a sequence and its hash, recorded earlier) must still be
 /// in the chain.
-pub fn verify_audit_log(
+pub async fn verify_audit_log(
     location: &Location,
     key: &AuditKey,
     expect_head: Option<(i64, Vec<u8>)>,
     every: i64,
-    progress: impl FnMut(i64, i64),
+    progress: impl FnMut(i64, i64) + Send + 'static,
 ) -> Result<Result<AuditHead, Break>, Error> {
     match location {
-        Location::Sqlite(path) => Ok(sqlite::verify_audit_log(path, key, expect_head, every, progress)?),
-        Location::Postgres(_) => Err(Error::Unavailable(
-            "the audit log of a PostgreSQL database cannot be verified by this gateway yet".into(),
-        )),
+        Location::Sqlite(path) => {
+            let (path, key) = (path.clone(), key.clone());
+            tokio::task::spawn_blocking(move || sqlite::verify_audit_log(&path, &key, expect_head, every, progress))
+                .await
+                .map_err(|e| Error::Internal(format!("verifying the audit log failed: {e}")))?
+                .map_err(Error::from)
+        }
+        Location::Postgres(url) => Ok(postgres::verify_audit_log(url, key, expect_head, every, progress).await?),
     }
 }
 
@@ -494,8 +591,9 @@ pub trait Participants: Send + Sync + 'static {
 #[cfg_attr(any(test, feature = "testsuite"), mockall::automock)]
 #[async_trait]
 pub trait ChangeLog: Send + Sync + 'static {
-    /// Change log entries after `after`, oldest first.
-    async fn changes(&self, after: i64, limit: usize) -> Result<Vec<ChangeRecord>, Error>;
+    /// Change log entries after `after`, in cursor order, as far as no
+    /// change still uncommitted could come before them.
+    async fn changes(&self, after: ChangeCursor, limit: usize) -> Result<Vec<ChangeRecord>, Error>;
 
     /// Change log entries ordered by participant id, then version, after
     /// `after` (the participant id and version of the last entry of the
@@ -512,7 +610,15 @@ pub trait SyncQueue: Send + Sync + 'static {
     /// finished in time becomes due again.
     async fn claim_sync(&self, limit: usize, lease: std::time::Duration) -> Result<Vec<SyncTask>, Error>;
 
-    /// Records how a claimed task went, and audits the attempt.
+    /// Extends the lease of a claimed task whose delivery is still running;
+    /// false when this instance no longer holds it (it ran out and another
+    /// took it over, or it was settled).
+    async fn renew_sync(&self, task: &SyncTask, lease: std::time::Duration) -> Result<bool, Error>;
+
+    /// Records how a claimed task went, and audits the attempt. Where
+    /// instances share the queue, only the holder of the lease settles the
+    /// row: an attempt whose lease another instance took over is audited,
+    /// and changes nothing.
     async fn finish_sync(&self, task: SyncTask, outcome: SyncOutcome) -> Result<(), Error>;
 
     /// Every target's state for one participant.
@@ -537,6 +643,12 @@ pub trait SyncQueue: Send + Sync + 'static {
 pub trait Inbox: Send + Sync + 'static {
     /// Where `source`'s feed was read up to.
     async fn inbound_cursor(&self, source: &str) -> Result<Option<String>, Error>;
+
+    /// Claims (or keeps) the reading of `source`'s feed for this instance
+    /// for `lease`: true when this instance is its one reader now. A reader
+    /// that stops renewing loses it to another instance when the lease
+    /// runs out.
+    async fn claim_feed(&self, source: &str, lease: std::time::Duration) -> Result<bool, Error>;
 
     /// Keeps changes received from `source` (ignoring ones already kept) and,
     /// in the same transaction, moves its cursor to `cursor` if given.

@@ -77,6 +77,48 @@ pub fn open_national_id(keyring: &Keyring, id: &str, sealed: SealedId) -> Result
     Ok(keyring.open(id, &key_id, &bytes)?)
 }
 
+/// Whether the national ids stored under `key_id` (`count` of them, e.g.
+/// `sample`'s, sealed as `sealed`) can be read with this keyring: a value
+/// under no key, a key not configured, or a key whose value differs stops
+/// the start, saying what to do.
+pub fn check_key(
+    keyring: &Keyring,
+    key_id: Option<&str>,
+    count: i64,
+    sample: &str,
+    sealed: Option<&[u8]>,
+) -> Result<(), Error> {
+    let Some(key_id) = key_id else {
+        return Err(Error::precondition(
+            "NATIONAL_ID_NOT_ENCRYPTED",
+            format!("participants/{sample}"),
+            format!(
+                "{count} participant(s), e.g. participants/{sample}, have no encrypted national id: the database was changed outside the gateway; restore it from a backup"
+            ),
+        ));
+    };
+    if !keyring.contains(key_id) {
+        return Err(Error::precondition(
+            "ENCRYPTION_KEY_NOT_CONFIGURED",
+            "security.encryption_keys",
+            format!(
+                "{count} national id(s) in this database are encrypted under key `{key_id}`, which is not configured: add it to security.encryption_keys (or set {}) and start again. Remove a key only after `hurtigspor rotate-key` reports that no value is under it",
+                crate::crypto::env_var(key_id)
+            ),
+        ));
+    }
+    if keyring.open(sample, key_id, sealed.unwrap_or_default()).is_err() {
+        return Err(Error::precondition(
+            "ENCRYPTION_KEY_WRONG",
+            "security.encryption_keys",
+            format!(
+                "the configured key `{key_id}` does not decrypt the national ids stored under it (e.g. participants/{sample}): its value differs from the one they were encrypted with; configure the original value of `{key_id}`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The answer to a replayed request: the version it wrote, as it was then.
 pub fn replayed(mut snapshot: Participant, national_id: String, version: i64) -> Committed {
     snapshot.national_id = national_id;
@@ -285,13 +327,21 @@ pub fn chain(
     time: DateTime<Utc>,
     entries: &[AuditEntry],
 ) -> Vec<AuditRecord> {
-    let (mut sequence, mut previous) = head.unwrap_or((0, GENESIS.to_vec()));
     let time = time_text(time);
+    let timed: Vec<(String, AuditEntry)> = entries.iter().map(|e| (time.clone(), e.clone())).collect();
+    chain_each(key, head, &timed)
+}
+
+/// Chains entries appended earlier, each at the time it was appended, to
+/// the log's current `head`, in the order given: for a dialect that
+/// appends first and chains later.
+pub fn chain_each(key: &AuditKey, head: Option<(i64, Vec<u8>)>, entries: &[(String, AuditEntry)]) -> Vec<AuditRecord> {
+    let (mut sequence, mut previous) = head.unwrap_or((0, GENESIS.to_vec()));
     entries
         .iter()
-        .map(|e| {
+        .map(|(time, e)| {
             sequence += 1;
-            let hash = chain_hash(key, &previous, sequence, &time, e).to_vec();
+            let hash = chain_hash(key, &previous, sequence, time, e).to_vec();
             AuditRecord {
                 sequence,
                 time: time.clone(),

@@ -170,6 +170,11 @@ impl Inbox for SqliteStore {
         .await
     }
 
+    /// One process serves a SQLite file: it reads every feed.
+    async fn claim_feed(&self, _source: &str, _lease: std::time::Duration) -> Result<bool, Error> {
+        Ok(true)
+    }
+
     async fn receive_inbound(
         &self,
         source: &str,
@@ -231,8 +236,11 @@ impl Inbox for SqliteStore {
                 settle_audited(c, &cx, &source, &position, outcome)
             })
             .await?;
-        if matches!(settled, Settled::Handled(Some(_))) && !self.sync.targets.is_empty() {
-            self.sync.wake.notify_one();
+        if matches!(settled, Settled::Handled(Some(_))) {
+            self.sync.changes.notify();
+            if !self.sync.targets.is_empty() {
+                self.sync.wake.notify_one();
+            }
         }
         Ok(settled)
     }

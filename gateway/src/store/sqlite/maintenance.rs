@@ -5,7 +5,6 @@
 use super::connection::open_connection;
 use crate::{
     crypto::Keyring,
-    error::Error,
     store::{Rotation, StoreError, error::Result, rules},
 };
 use rusqlite::{Connection, TransactionBehavior, params};
@@ -13,7 +12,7 @@ use std::{ops::ControlFlow, path::Path};
 
 /// See [`crate::store::Maintenance::rotate_keys`]. Runs on its own
 /// connection; blocks.
-pub(super) fn rotate_keys(
+pub(crate) fn rotate_keys(
     path: &Path,
     keyring: &Keyring,
     batch: usize,
@@ -127,39 +126,9 @@ pub(super) fn check_keys(conn: &Connection, keyring: &Keyring) -> Result<()> {
     let in_use: Vec<(Option<String>, i64, String)> =
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
     for (key_id, count, sample) in in_use {
-        let Some(key_id) = key_id else {
-            return Err(Error::precondition(
-                "NATIONAL_ID_NOT_ENCRYPTED",
-                format!("participants/{sample}"),
-                format!(
-                    "{count} participant(s), e.g. participants/{sample}, have no encrypted national id: the database was changed outside the gateway; restore it from a backup"
-                ),
-            )
-            .into());
-        };
-        if !keyring.contains(&key_id) {
-            return Err(Error::precondition(
-                "ENCRYPTION_KEY_NOT_CONFIGURED",
-                "security.encryption_keys",
-                format!(
-                    "{count} national id(s) in this database are encrypted under key `{key_id}`, which is not configured: add it to security.encryption_keys (or set {}) and start again. Remove a key only after `hurtigspor rotate-key` reports that no value is under it",
-                    crate::crypto::env_var(&key_id)
-                ),
-            )
-            .into());
-        }
         let sealed: Option<Vec<u8>> =
             conn.query_row("SELECT national_id_sealed FROM participants WHERE id = ?1", [&sample], |r| r.get(0))?;
-        if keyring.open(&sample, &key_id, sealed.as_deref().unwrap_or_default()).is_err() {
-            return Err(Error::precondition(
-                "ENCRYPTION_KEY_WRONG",
-                "security.encryption_keys",
-                format!(
-                    "the configured key `{key_id}` does not decrypt the national ids stored under it (e.g. participants/{sample}): its value differs from the one they were encrypted with; configure the original value of `{key_id}`"
-                ),
-            )
-            .into());
-        }
+        rules::check_key(keyring, key_id.as_deref(), count, &sample, sealed.as_deref())?;
     }
     Ok(())
 }

@@ -30,6 +30,7 @@ mod tests;
 mod writer;
 
 pub(crate) use audit_log::verify_audit_log;
+pub(crate) use maintenance::rotate_keys;
 pub(crate) use migrations::migrate_only;
 
 use self::{
@@ -218,7 +219,7 @@ impl Maintenance for SqliteStore {
     async fn rotate_keys(&self, batch: usize, progress: RotationProgress) -> Result<Rotation, Error> {
         let path = self.path.clone();
         let keyring = Arc::clone(&self.keyring);
-        tokio::task::spawn_blocking(move || maintenance::rotate_keys(&path, &keyring, batch, progress))
+        tokio::task::spawn_blocking(move || rotate_keys(&path, &keyring, batch, progress))
             .await
             .map_err(|e| Error::Internal(format!("key rotation failed: {e}")))?
             .map_err(Error::from)

@@ -6,8 +6,8 @@ use crate::{
     crypto::Keyring,
     error::Error,
     store::{
-        ChangeLog, ChangeRecord, Committed, IdempotencyKey, ListPage, ListQuery, Mutation, NewParticipant,
-        Participants,
+        ChangeCursor, ChangeLog, ChangeRecord, Committed, IdempotencyKey, ListPage, ListQuery, Mutation,
+        NewParticipant, Participants,
         codec::{self, time_text},
         error::Result,
         rules::{self, Current, SealedId, StoredRequest, WritePlan},
@@ -189,7 +189,15 @@ fn change_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChangeRow> {
 fn change_records(rows: impl Iterator<Item = rusqlite::Result<ChangeRow>>) -> Result<Vec<ChangeRecord>> {
     rows.map(|row| {
         let (sequence, participant_id, version, kind, origin, actor, snapshot) = row?;
-        Ok(ChangeRecord { sequence, participant_id, version, kind, origin, actor, snapshot: codec::decode(&snapshot)? })
+        Ok(ChangeRecord {
+            cursor: ChangeCursor { transaction: 0, sequence },
+            participant_id,
+            version,
+            kind,
+            origin,
+            actor,
+            snapshot: codec::decode(&snapshot)?,
+        })
     })
     .collect()
 }
@@ -273,13 +281,13 @@ impl Participants for SqliteStore {
 
 #[async_trait]
 impl ChangeLog for SqliteStore {
-    async fn changes(&self, after: i64, limit: usize) -> Result<Vec<ChangeRecord>, Error> {
+    async fn changes(&self, after: ChangeCursor, limit: usize) -> Result<Vec<ChangeRecord>, Error> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT sequence, participant_id, version, kind, origin, actor, snapshot FROM change_log
                  WHERE sequence > ?1 ORDER BY sequence LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![after, i64::try_from(limit).unwrap_or(i64::MAX)], change_row)?;
+            let rows = stmt.query_map(params![after.sequence, i64::try_from(limit).unwrap_or(i64::MAX)], change_row)?;
             change_records(rows)
         })
         .await

@@ -90,6 +90,20 @@ impl SyncQueue for SqliteStore {
         .await
     }
 
+    async fn renew_sync(&self, task: &SyncTask, lease: std::time::Duration) -> Result<bool, Error> {
+        let task = task.clone();
+        self.bookkeeping_write(move |c, now| {
+            let lease_end = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+            let renewed = c.execute(
+                "UPDATE sync_state SET leased_until = ?3
+                 WHERE target = ?1 AND participant_id = ?2 AND leased_until IS NOT NULL",
+                params![task.target, task.participant_id, time_text(lease_end)],
+            )?;
+            Ok(renewed == 1)
+        })
+        .await
+    }
+
     async fn finish_sync(&self, task: SyncTask, outcome: SyncOutcome) -> Result<(), Error> {
         let key = self.audit_key.clone();
         self.bookkeeping_write(move |c, now| {

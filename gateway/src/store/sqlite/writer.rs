@@ -73,11 +73,16 @@ pub(super) fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, cx:
             }
         }
         let size = batch.len() as u64;
+        // A batch of read audits alone changes no participant.
+        let changed = batch.iter().any(|job| !matches!(job, Job::Audit(..)));
         if run_batch(&mut conn, &mut batch, cx) {
             cx.counters.writes.fetch_add(size, Ordering::Relaxed);
             cx.counters.commits.fetch_add(1, Ordering::Relaxed);
-            if !cx.sync.targets.is_empty() {
-                cx.sync.wake.notify_one();
+            if changed {
+                cx.sync.changes.notify();
+                if !cx.sync.targets.is_empty() {
+                    cx.sync.wake.notify_one();
+                }
             }
         }
     }
