@@ -29,6 +29,9 @@ pub mod conformance;
 mod error;
 mod postgres;
 pub mod rules;
+/// A PostgreSQL database of its own for each test (other crates' tests too).
+#[cfg(any(test, feature = "testsuite"))]
+pub use postgres::testing;
 mod sqlite;
 
 pub use error::StoreError;

@@ -43,8 +43,8 @@ mod migrations;
 mod participants;
 mod signals;
 mod sync_queue;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 
