@@ -24,6 +24,11 @@ fn holds(bytes: &[u8], text: &str) -> bool {
 /// runs (the WAL) and after it stopped (the file).
 #[tokio::test]
 async fn no_national_id_is_in_the_database_file_or_its_wal_in_plain_text() {
+    if on_postgres() {
+        // The SQLite file's bytes are what this reads; on PostgreSQL the
+        // same columns hold the same ciphertext (the conformance suite).
+        return;
+    }
     let app = spawn_app().await;
     let mut c = app.client.clone();
     let mut created: Vec<Participant> = Vec::new();

@@ -5,7 +5,6 @@ use crate::helpers::*;
 use hurtigspor_gateway::{
     audit::code_name,
     auth::BearerToken,
-    config::Config,
     keys::Keys,
     store::{Location, verify_audit_log},
 };
@@ -251,11 +250,11 @@ async fn each_method_leaves_its_entries_refusals_included_and_the_chain_verifies
 
     // After a clean stop, the chain verifies with the gateway's key.
     let dir = app.stop().await;
-    let mut config = Config::dev_defaults();
-    config.data_dir = dir.path().to_owned();
+    let config = dev_config(dir.path());
     let key = Keys::load(&config).unwrap().audit_key();
     let head =
         verify_audit_log(&Location::of(&config), &key, None, 0, |_, _| {}).await.unwrap().expect("an intact chain");
+    forget_database(dir.path());
     assert!(head.entries as usize >= everything.len());
     let _ = id;
 }

@@ -1,6 +1,11 @@
-//! `spawn_app()`: a real gateway on port 0 with a fresh SQLite file,
+//! `spawn_app()`: a real gateway on port 0 with a fresh database,
 //! delivering to Arena, NIR and NOKUT mocks that the harness starts for it,
 //! plus helpers that build requests and inspect errors.
+//!
+//! The database is a SQLite file in the gateway's data directory, or, with
+//! `HURTIGSPOR_E2E_STORE=postgres`, a PostgreSQL database of its own on the
+//! server `HURTIGSPOR_TEST_DATABASE_URL` names, made for the data directory
+//! and dropped with the gateway that used it last.
 
 use hurtigspor_gateway::{
     Gateway,
@@ -8,6 +13,7 @@ use hurtigspor_gateway::{
     clock::Clock,
     config::{ArenaTarget, Config, Mode, NirTarget, NokutTarget, Secret},
     domain::national_id::testing::synthetic_fnr,
+    store::testing::{TEST_DATABASE_URL, TestDatabase},
 };
 use hurtigspor_mocks::{
     arena::{Arena, ArenaConfig},
@@ -23,9 +29,9 @@ use std::{
     collections::{BTreeSet, HashMap},
     io::Write,
     net::SocketAddr,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{
-        Mutex, OnceLock,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU32, Ordering},
     },
 };
@@ -228,8 +234,60 @@ pub struct TestApp {
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
+/// Set to `postgres` to run every gateway of the suite on PostgreSQL.
+pub const E2E_STORE: &str = "HURTIGSPOR_E2E_STORE";
+
+/// The PostgreSQL databases of the data directories in use, when the suite
+/// runs on PostgreSQL: a restarted gateway finds its data again.
+static DATABASES: Mutex<Vec<(PathBuf, Arc<TestDatabase>)>> = Mutex::new(Vec::new());
+
+/// Whether this run of the suite is on PostgreSQL.
+pub fn on_postgres() -> bool {
+    match std::env::var(E2E_STORE).as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("{E2E_STORE}={other}: use postgres or sqlite"),
+    }
+}
+
+/// The PostgreSQL database of `data_dir`, made on first use.
+fn database_for(data_dir: &Path) -> String {
+    let mut databases = DATABASES.lock().unwrap();
+    if let Some((_, db)) = databases.iter().find(|(dir, _)| dir == data_dir) {
+        return db.url.clone();
+    }
+    // Made on a runtime of its own: the caller may be a test's runtime,
+    // which cannot be blocked on.
+    let db = std::thread::spawn(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(TestDatabase::create())
+    })
+    .join()
+    .unwrap()
+    .unwrap_or_else(|| {
+        panic!("{E2E_STORE}=postgres needs {TEST_DATABASE_URL}, e.g. postgres://postgres@127.0.0.1:5432/postgres")
+    });
+    let url = db.url.clone();
+    databases.push((data_dir.to_owned(), Arc::new(db)));
+    url
+}
+
+/// Drops the PostgreSQL database of `data_dir`, if it has one.
+pub fn forget_database(data_dir: &Path) {
+    let dropped: Vec<_> = {
+        let mut databases = DATABASES.lock().unwrap();
+        let (gone, kept) = std::mem::take(&mut *databases).into_iter().partition(|(dir, _)| dir == data_dir);
+        *databases = kept;
+        gone
+    };
+    drop(dropped);
+}
+
 pub fn dev_config(data_dir: &Path) -> Config {
     let mut config = Config::dev_defaults();
+    if on_postgres() {
+        config.database_url = Some(Secret::new(database_for(data_dir)));
+    }
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.data_dir = data_dir.to_owned();
     // Feeds are read often and passing failures retried soon, so tests
@@ -437,7 +495,10 @@ pub async fn connect(addr: SocketAddr, token: &str) -> Client {
 
 impl Drop for TestApp {
     /// Every test fails if anything logged during it carried personal data.
+    /// A PostgreSQL database is dropped with the app (one stopped to be
+    /// restarted handed its data directory on, and keeps it).
     fn drop(&mut self) {
+        forget_database(self.dir.path());
         if !std::thread::panicking() {
             let leaks = leaks();
             assert!(leaks.is_empty(), "personal data reached the logs in: {leaks:?}");
