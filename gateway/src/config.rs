@@ -567,18 +567,25 @@ impl Config {
         self.database_url.as_ref().map(Secret::expose).filter(|u| !u.trim().is_empty())
     }
 
-    /// Checks rules that serde cannot express.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks where the data is to be kept: what the maintenance commands
+    /// check before they touch a database.
+    pub fn validate_database(&self) -> Result<(), ConfigError> {
         if let Some(url) = self.postgres_url()
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
             return Err(ConfigError(
-                "key `database_url` must be a postgres:// URL, e.g. postgres://user@host:5432/hurtigspor; leave it out to use the SQLite file under data_dir".into(),
+                "key `database_url` (or --database-url) must be a postgres:// URL, e.g. postgres://user@host:5432/hurtigspor; leave it out to use the SQLite file under data_dir".into(),
             ));
         }
         if self.database_pool_size == 0 {
             return Err(ConfigError("key `database_pool_size` must be at least 1".into()));
         }
+        Ok(())
+    }
+
+    /// Checks rules that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_database()?;
         let p = &self.programme;
         if p.normal_max_months == 0 || p.extended_max_months < p.normal_max_months {
             return Err(ConfigError(
@@ -738,6 +745,28 @@ pub struct ConfigError(pub String);
 mod tests {
     use super::*;
     use figment::Jail;
+
+    #[test]
+    fn the_database_url_comes_from_file_env_or_flag_and_must_be_postgres() {
+        Jail::expect_with(|jail| {
+            jail.create_file("h.toml", "database_url = \"postgres://file@db/h\"\ndatabase_pool_size = 4\n")?;
+            let c = Config::load(Some(Path::new("h.toml")), Config::default(), Overrides::default()).unwrap();
+            assert_eq!((c.postgres_url(), c.database_pool_size), (Some("postgres://file@db/h"), 4));
+            jail.set_env("HURTIGSPOR__DATABASE_URL", "postgres://env@db/h");
+            let c = Config::load(Some(Path::new("h.toml")), Config::default(), Overrides::default()).unwrap();
+            assert_eq!(c.postgres_url(), Some("postgres://env@db/h"));
+            let flag = Overrides { database_url: Some("postgresql://flag@db/h".into()), ..Default::default() };
+            let c = Config::load(Some(Path::new("h.toml")), Config::default(), flag).unwrap();
+            assert_eq!(c.postgres_url(), Some("postgresql://flag@db/h"));
+            c.validate_database().unwrap();
+            assert!(!format!("{c:?}").contains("flag@db"), "the URL is kept like a secret");
+            let wrong = Overrides { database_url: Some("mysql://db/h".into()), ..Default::default() };
+            let c = Config::load(None, Config::default(), wrong).unwrap();
+            assert!(c.validate_database().unwrap_err().0.contains("postgres://"));
+            Ok(())
+        });
+        assert_eq!(Config::default().postgres_url(), None, "SQLite unless a URL is given");
+    }
 
     #[test]
     fn file_then_env_then_flags() {

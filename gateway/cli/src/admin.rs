@@ -33,6 +33,7 @@ pub enum AuditCommand {
 /// migration sets aside in plain text and are checked against the values
 /// stored, as `serve` would; the audit log is not touched.
 pub(crate) async fn migrate(config: &Config) -> anyhow::Result<()> {
+    config.validate_database()?;
     let location = Location::of(config);
     let keyring = Arc::new(Keyring::load(config)?);
     let report =
@@ -47,6 +48,7 @@ pub(crate) async fn migrate(config: &Config) -> anyhow::Result<()> {
 
 /// `hurtigspor rotate-key`: progress on stderr, the summary on stdout.
 pub(crate) async fn rotate_key(config: &Config, batch: usize) -> anyhow::Result<()> {
+    config.validate_database()?;
     let location = Location::of(config);
     if !location.exists() {
         bail!("there is no database at {location}; pass the gateway's data directory with --data-dir");
@@ -114,6 +116,7 @@ pub(crate) async fn verify_audit(config: &Config, expect_head: Option<&str>) -> 
             }
         })
         .transpose()?;
+    config.validate_database()?;
     let location = Location::of(config);
     if !location.exists() {
         bail!("no database at {location}; pass the gateway's --data-dir (or --config)");

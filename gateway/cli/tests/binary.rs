@@ -224,6 +224,44 @@ fn migrate_applies_once() {
     assert!(text(&again.stdout).contains("up to date"), "{}", text(&again.stdout));
 }
 
+#[tokio::test]
+async fn the_database_url_selects_postgresql_for_migrate_rotate_key_and_audit_verify() {
+    let Some(db) = hurtigspor_gateway::store::testing::TestDatabase::create().await else { return };
+    // The server trusts the user; the password is there to be kept out of messages.
+    let url = db.url.replacen("postgres@", "postgres:hemmelig-passord@", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let key = hurtigspor_gateway::crypto::random_hex_key();
+    let chain_key = hurtigspor_gateway::crypto::random_hex_key();
+    let env = [(KEY_A, key.as_str()), ("HURTIGSPOR__SECURITY__NATIONAL_ID_KEY", chain_key.as_str())];
+    let first = hurtigspor_with(&env, None, &["migrate", "--data-dir", data, "--database-url", &url], "");
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let said = text(&first.stdout);
+    assert!(said.contains("PostgreSQL database") && said.contains("applied migrations [1, 2, 3, 4, 5]"), "{said}");
+    assert!(!said.contains("hemmelig"), "the password stays out: {said}");
+    assert!(!dir.path().join("hurtigspor.db").exists(), "no SQLite file is made beside it");
+    // The environment selects it as well as the flag does.
+    let with_env = [env[0], env[1], ("HURTIGSPOR__DATABASE_URL", url.as_str())];
+    let again = hurtigspor_with(&with_env, None, &["migrate", "--data-dir", data], "");
+    assert!(text(&again.stdout).contains("up to date"), "{}", text(&again.stdout));
+    let rotated = hurtigspor_with(&with_env, None, &["rotate-key", "--data-dir", data], "");
+    assert!(rotated.status.success(), "{}", text(&rotated.stderr));
+    let verified = hurtigspor_with(&env, None, &["audit", "verify", "--data-dir", data, "--database-url", &url], "");
+    assert!(verified.status.success(), "{}", text(&verified.stderr));
+    assert!(text(&verified.stdout).contains("audit log intact"), "{}", text(&verified.stdout));
+    // Anything but a PostgreSQL URL is refused, saying what to give.
+    let wrong = hurtigspor_with(&env, None, &["migrate", "--data-dir", data, "--database-url", "mysql://db/h"], "");
+    assert!(!wrong.status.success());
+    assert!(text(&wrong.stderr).contains("postgres://"), "{}", text(&wrong.stderr));
+    // A server that does not answer is named, without the password, with what to check.
+    let away = "postgres://postgres:hemmelig-passord@127.0.0.1:1/h";
+    let out = hurtigspor_with(&env, None, &["migrate", "--data-dir", data, "--database-url", away], "");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("127.0.0.1:1/h") && err.contains("database URL"), "{err}");
+    assert!(!err.contains("hemmelig"), "{err}");
+}
+
 const KEY_A: &str = "HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__KA";
 const KEY_B: &str = "HURTIGSPOR__SECURITY__ENCRYPTION_KEYS__KB";
 const ACTIVE: &str = "HURTIGSPOR__SECURITY__ACTIVE_ENCRYPTION_KEY";
