@@ -46,49 +46,21 @@ use hurtigspor_proto::{
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant},
 };
 use tokio::sync::oneshot;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
+
+mod common;
+
+use common::drive;
 
 const CALLERS: usize = 64;
 /// Participants made before the reads and updates, spread over.
 const PEOPLE: usize = 500;
 
 type Client = ParticipantServiceClient<InterceptedService<Channel, BearerToken>>;
-
-/// Runs `total` calls with `callers` concurrent callers; returns calls per second.
-async fn drive<F, Fut>(total: usize, callers: usize, call: F) -> f64
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let call = Arc::new(call);
-    let next = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let (call, next) = (call.clone(), next.clone());
-            tokio::spawn(async move {
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= total {
-                        break;
-                    }
-                    call(n).await;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("caller task");
-    }
-    total as f64 / start.elapsed().as_secs_f64()
-}
 
 /// The baseline: a bare tonic server answering the health service's `Check`.
 async fn echo(total: usize) -> f64 {

@@ -19,13 +19,9 @@ use hurtigspor_proto::{
     google::r#type::Date,
     v1::{CreateParticipantRequest, Participant, Programme, participant_service_client::ParticipantServiceClient},
 };
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Instant,
-};
+mod common;
+
+use common::drive;
 
 const CONCURRENCY: [usize; 4] = [1, 8, 64, 256];
 
@@ -37,35 +33,6 @@ fn record(n: usize) -> Participant {
         programme: Some(Programme { start_date: Some(Date { year: 2026, month: 1, day: 5 }), ..Default::default() }),
         ..Default::default()
     }
-}
-
-/// Runs `total` writes with `concurrency` callers; returns writes per second.
-async fn drive<F, Fut>(total: usize, concurrency: usize, write: F) -> f64
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let write = Arc::new(write);
-    let next = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (write, next) = (write.clone(), next.clone());
-            tokio::spawn(async move {
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= total {
-                        break;
-                    }
-                    write(n).await;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("writer task");
-    }
-    total as f64 / start.elapsed().as_secs_f64()
 }
 
 async fn store_level(total: usize) {

@@ -531,6 +531,61 @@ pub async fn verify_audit_log(
     }
 }
 
+/// One run of [`verify_audit_log`] over entries in sequence order, as a
+/// dialect reads them: the chain, the head recorded earlier that must still
+/// be in it, and the progress told every `every` entries.
+pub(crate) struct ChainCheck<P> {
+    verifier: crate::audit::Verifier,
+    expect_head: Option<(i64, Vec<u8>)>,
+    checked: i64,
+    total: i64,
+    every: i64,
+    progress: P,
+}
+
+impl<P: FnMut(i64, i64)> ChainCheck<P> {
+    pub(crate) fn new(
+        key: &AuditKey,
+        expect_head: Option<(i64, Vec<u8>)>,
+        total: i64,
+        every: i64,
+        progress: P,
+    ) -> Self {
+        Self { verifier: crate::audit::Verifier::new(key.clone()), expect_head, checked: 0, total, every, progress }
+    }
+
+    /// The sequence the next entry must have.
+    pub(crate) fn next_sequence(&self) -> i64 {
+        self.verifier.head().0 + 1
+    }
+
+    pub(crate) fn check(&mut self, record: &crate::audit::AuditRecord) -> Result<(), Break> {
+        self.verifier.check(record)?;
+        if let Some((entry, hash)) = &self.expect_head
+            && record.sequence == *entry
+            && record.hash != *hash
+        {
+            return Err(Break::Altered { sequence: *entry });
+        }
+        self.checked += 1;
+        if self.every > 0 && self.checked % self.every == 0 {
+            (self.progress)(self.checked, self.total);
+        }
+        Ok(())
+    }
+
+    /// After the last entry: the head, unless the expected one is past it.
+    pub(crate) fn finish(self) -> Result<AuditHead, Break> {
+        let (sequence, hash) = self.verifier.head();
+        if let Some((entry, _)) = self.expect_head
+            && entry > sequence
+        {
+            return Err(Break::Truncated { sequence: entry, last: sequence });
+        }
+        Ok(AuditHead { entries: self.checked, sequence, hash: hash.to_vec() })
+    }
+}
+
 /// The head of an intact audit log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditHead {

@@ -13,9 +13,9 @@ use super::{
     signals::Signals,
 };
 use crate::{
-    audit::{AuditEntry, AuditKey, AuditQuery, AuditRecord, Break, Verifier},
+    audit::{AuditEntry, AuditKey, AuditQuery, AuditRecord, Break},
     error::Error,
-    store::{AuditHead, AuditLog, StoreError, codec::time_text, error::Result, rules},
+    store::{AuditHead, AuditLog, ChainCheck, StoreError, codec::time_text, error::Result, rules},
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -161,7 +161,7 @@ pub(crate) async fn verify_audit_log(
     key: &AuditKey,
     expect_head: Option<(i64, Vec<u8>)>,
     every: i64,
-    mut progress: impl FnMut(i64, i64),
+    progress: impl FnMut(i64, i64),
 ) -> Result<std::result::Result<AuditHead, Break>> {
     let client = connect(url).await?;
     let has_log: bool = client.query_one("SELECT to_regclass('audit_log') IS NOT NULL", &[]).await?.get(0);
@@ -173,37 +173,19 @@ pub(crate) async fn verify_audit_log(
     }
     let total: i64 = client.query_one("SELECT count(*) FROM audit_log WHERE sequence IS NOT NULL", &[]).await?.get(0);
     let page = client.prepare(chained_query!("WHERE sequence > $1 ORDER BY sequence LIMIT 10000")).await?;
-    let mut verifier = Verifier::new(key.clone());
-    let mut checked = 0;
+    let mut chain = ChainCheck::new(key, expect_head, total, every, progress);
     let mut after = 0i64;
     loop {
         let rows = client.query(&page, &[&after]).await?;
         let Some(last) = rows.last() else { break };
         after = last.get(0);
         for row in &rows {
-            let record = record(row);
-            if let Err(broken) = verifier.check(&record) {
+            if let Err(broken) = chain.check(&record(row)) {
                 return Ok(Err(broken));
-            }
-            if let Some((entry, hash)) = &expect_head
-                && record.sequence == *entry
-                && record.hash != *hash
-            {
-                return Ok(Err(Break::Altered { sequence: *entry }));
-            }
-            checked += 1;
-            if every > 0 && checked % every == 0 {
-                progress(checked, total);
             }
         }
     }
-    let (sequence, hash) = verifier.head();
-    if let Some((entry, _)) = expect_head
-        && entry > sequence
-    {
-        return Ok(Err(Break::Truncated { sequence: entry, last: sequence }));
-    }
-    Ok(Ok(AuditHead { entries: checked, sequence, hash: hash.to_vec() }))
+    Ok(chain.finish())
 }
 
 impl PostgresStore {

@@ -3,9 +3,9 @@
 
 use super::{SqliteStore, connection::open_connection, writer::Job};
 use crate::{
-    audit::{AuditEntry, AuditKey, AuditQuery, AuditRecord, Break, Verifier},
+    audit::{AuditEntry, AuditKey, AuditQuery, AuditRecord, Break},
     error::Error,
-    store::{AuditHead, AuditLog, StoreError, error::Result, rules},
+    store::{AuditHead, AuditLog, ChainCheck, StoreError, error::Result, rules},
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -80,7 +80,7 @@ pub(crate) fn verify_audit_log(
     key: &AuditKey,
     expect_head: Option<(i64, Vec<u8>)>,
     every: i64,
-    mut progress: impl FnMut(i64, i64),
+    progress: impl FnMut(i64, i64),
 ) -> Result<std::result::Result<AuditHead, Break>> {
     if !path.exists() {
         return Err(StoreError::Unavailable(format!(
@@ -103,39 +103,22 @@ pub(crate) fn verify_audit_log(
     let total: i64 = conn.query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0))?;
     let mut stmt = conn.prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY sequence"))?;
     let mut rows = stmt.query([])?;
-    let mut verifier = Verifier::new(key.clone());
-    let mut checked = 0;
+    let mut chain = ChainCheck::new(key, expect_head, total, every, progress);
     while let Some(row) = rows.next()? {
         // A value whose type was changed (text for a blob, bytes that are
         // not text) is an altered entry, not a reason to stop checking.
         let record = match audit_record(row) {
             Ok(r) => r,
             Err(_) => {
-                let sequence = row.get::<_, i64>(0).unwrap_or(verifier.head().0 + 1);
+                let sequence = row.get::<_, i64>(0).unwrap_or(chain.next_sequence());
                 return Ok(Err(Break::Altered { sequence }));
             }
         };
-        if let Err(broken) = verifier.check(&record) {
+        if let Err(broken) = chain.check(&record) {
             return Ok(Err(broken));
         }
-        if let Some((entry, hash)) = &expect_head
-            && record.sequence == *entry
-            && record.hash != *hash
-        {
-            return Ok(Err(Break::Altered { sequence: *entry }));
-        }
-        checked += 1;
-        if every > 0 && checked % every == 0 {
-            progress(checked, total);
-        }
     }
-    let (sequence, hash) = verifier.head();
-    if let Some((entry, _)) = expect_head
-        && entry > sequence
-    {
-        return Ok(Err(Break::Truncated { sequence: entry, last: sequence }));
-    }
-    Ok(Ok(AuditHead { entries: checked, sequence, hash: hash.to_vec() }))
+    Ok(chain.finish())
 }
 
 #[async_trait]
