@@ -9,15 +9,18 @@
 //! Each configuration gets a database of its own, dropped afterwards.
 //!
 //! For each of one and two instances (both in this process, each with its
-//! own pool, dispatcher and listener; callers spread round-robin over them)
-//! it prints calls per second with `CALLERS` concurrent callers for
-//! `GetParticipant`, `UpdateParticipant` (a durable write: the new version,
-//! its change-log row, its sync marks for three targets and its audit entry
-//! commit before the answer) and `CreateParticipant`, each as a ratio to
-//! echo; and the delay from an update's acknowledgement until Arena, NIR and
-//! NOKUT (mocks, in this process) all hold that version, read from the
-//! delivery rows every 2 ms (so up to 2 ms high), while the updates run and
-//! for single updates one at a time.
+//! own pool, dispatcher and listener; callers spread round-robin over them):
+//!
+//! * the write path: calls per second with `CALLERS` concurrent callers for
+//!   `GetParticipant` (a read and its audit entry, committed before the
+//!   answer), `UpdateParticipant` and `CreateParticipant` (durable writes:
+//!   the version, its change-log row, its audit entry and, where targets are
+//!   configured, its sync marks commit before the answer), each as a ratio
+//!   to echo, with no targets configured, as the SQLite write-path bench;
+//! * delivery: with the Arena, NIR and NOKUT mocks (in this process) as
+//!   targets, the delay from an update's acknowledgement until all three
+//!   hold that version, read from the delivery rows every 2 ms (so up to
+//!   2 ms high), for one caller at a time and for `CALLERS` callers.
 //!
 //! Everything shares the machine's cores: the gateways, PostgreSQL, the
 //! mocks and the callers. The figures are for comparing configurations in
@@ -154,7 +157,7 @@ async fn start_mocks(config: &mut Config) -> Vec<RunningMock> {
     vec![arena, nir, nokut]
 }
 
-async fn cluster(url: &str, instances: usize) -> Cluster {
+async fn cluster(url: &str, instances: usize, deliver: bool) -> Cluster {
     let first = tempfile::tempdir().unwrap();
     let mut config = Config::dev_defaults();
     config.listen = "127.0.0.1:0".parse().unwrap();
@@ -162,7 +165,8 @@ async fn cluster(url: &str, instances: usize) -> Cluster {
     config.database_url = Some(Secret::new(url));
     config.limits.requests_per_second = 10_000_000;
     config.limits.burst = 10_000_000;
-    let mocks = start_mocks(&mut config).await;
+    // Without targets a write queues no delivery: the write path alone.
+    let mocks = if deliver { start_mocks(&mut config).await } else { Vec::new() };
     let mut dirs = vec![first];
     let mut clients = Vec::new();
     let mut stops = Vec::new();
@@ -220,31 +224,32 @@ impl Cluster {
     }
 }
 
-/// When each (participant id, version) reached all three targets, from the
-/// delivery rows, polled every 2 ms until `stop`.
-async fn watch_deliveries(url: String, stop: Arc<std::sync::atomic::AtomicBool>) -> HashMap<(String, i64), Instant> {
+/// When each (participant id, version) of `ids` reached all three targets,
+/// from the delivery rows, polled every 2 ms until `stop`.
+async fn watch_deliveries(
+    url: String,
+    ids: Arc<Vec<String>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> HashMap<(String, i64), Instant> {
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
+    let query = client
+        .prepare(
+            "SELECT participant_id, min(delivered_version) FROM sync_state WHERE participant_id = ANY($1)
+             GROUP BY participant_id HAVING count(*) = 3",
+        )
+        .await
+        .unwrap();
     let mut reached: HashMap<(String, i64), Instant> = HashMap::new();
-    let mut since = String::new();
+    let mut seen: HashMap<String, i64> = HashMap::new();
     loop {
-        let rows = client
-            .query(
-                "SELECT participant_id, min(delivered_version), max(update_time) FROM sync_state
-                 WHERE participant_id IN (SELECT participant_id FROM sync_state WHERE update_time >= $1)
-                 GROUP BY participant_id HAVING count(*) = 3",
-                &[&since],
-            )
-            .await
-            .unwrap();
+        let rows = client.query(&query, &[&*ids]).await.unwrap();
         let now = Instant::now();
         for row in rows {
-            let (id, version, updated): (String, i64, String) = (row.get(0), row.get(1), row.get(2));
-            for v in 1..=version {
+            let (id, version): (String, i64) = (row.get(0), row.get(1));
+            let before = seen.insert(id.clone(), version).unwrap_or(0);
+            for v in before + 1..=version {
                 reached.entry((id.clone(), v)).or_insert(now);
-            }
-            if updated > since {
-                since = updated;
             }
         }
         if stop.load(Ordering::Relaxed) {
@@ -252,6 +257,25 @@ async fn watch_deliveries(url: String, stop: Arc<std::sync::atomic::AtomicBool>)
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Waits (at most 120 s) until no delivery is pending.
+async fn drained(url: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let pending: i64 = client
+            .query_one("SELECT count(*) FROM sync_state WHERE delivered_version < desired_version", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if pending == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("    (deliveries still pending after 120 s)");
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -266,7 +290,7 @@ fn ms(d: Duration) -> String {
 async fn updates_with_delays(c: &Cluster, ids: &Arc<Vec<String>>, total: usize, callers: usize, round: i64) -> f64 {
     let acks: Arc<Mutex<Vec<((String, i64), Instant)>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = tokio::spawn(watch_deliveries(c.url.clone(), Arc::clone(&stop)));
+    let watcher = tokio::spawn(watch_deliveries(c.url.clone(), Arc::clone(ids), Arc::clone(&stop)));
     let clients: Vec<Client> = (0..c.clients.len()).map(|n| c.client(n)).collect();
     let (ids2, acks2) = (Arc::clone(ids), Arc::clone(&acks));
     let rate = drive(total, callers, move |n| {
@@ -292,22 +316,9 @@ async fn updates_with_delays(c: &Cluster, ids: &Arc<Vec<String>>, total: usize, 
         }
     })
     .await;
-    // Until every acknowledged version has reached all three, at most 60 s.
     let acks = std::mem::take(&mut *acks.lock().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (client, connection) = tokio_postgres::connect(&c.url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    while Instant::now() < deadline {
-        let pending: i64 = client
-            .query_one("SELECT count(*) FROM sync_state WHERE delivered_version < desired_version", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if pending == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    drained(&c.url).await;
+    // One more look after the last delivery.
     tokio::time::sleep(Duration::from_millis(10)).await;
     stop.store(true, Ordering::Relaxed);
     let reached = watcher.await.unwrap();
@@ -325,34 +336,35 @@ async fn updates_with_delays(c: &Cluster, ids: &Arc<Vec<String>>, total: usize, 
     rate
 }
 
-async fn measure(admin_url: &str, instances: usize, total: usize, echo: f64) {
+/// The participants the reads and updates are about, made through `c`.
+async fn people(c: &Cluster) -> Arc<Vec<String>> {
+    let made = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<Client> = (0..c.clients.len()).map(|n| c.client(n)).collect();
+    let made2 = Arc::clone(&made);
+    drive(PEOPLE, 16, move |n| {
+        let mut client = clients[n % clients.len()].clone();
+        let made = Arc::clone(&made2);
+        async move {
+            let p = client
+                .create_participant(CreateParticipantRequest {
+                    participant: Some(record(1_000_000 + n)),
+                    request_id: String::new(),
+                })
+                .await
+                .expect("create succeeds")
+                .into_inner();
+            made.lock().unwrap().push(p.name.trim_start_matches("participants/").to_owned());
+        }
+    })
+    .await;
+    Arc::new(std::mem::take(&mut *made.lock().unwrap()))
+}
+
+/// Calls per second of Get, Update and Create, with no targets configured.
+async fn write_path(admin_url: &str, instances: usize, total: usize, echo: f64) -> [f64; 3] {
     let (name, url) = create_database(admin_url).await;
-    let c = cluster(&url, instances).await;
-    println!("{instances} instance(s) on one PostgreSQL database, {CALLERS} callers spread over them:");
-    // The people the reads and updates are about.
-    let ids: Vec<String> = {
-        let made = Arc::new(Mutex::new(Vec::new()));
-        let clients: Vec<Client> = (0..c.clients.len()).map(|n| c.client(n)).collect();
-        let made2 = Arc::clone(&made);
-        drive(PEOPLE, 16, move |n| {
-            let mut client = clients[n % clients.len()].clone();
-            let made = Arc::clone(&made2);
-            async move {
-                let p = client
-                    .create_participant(CreateParticipantRequest {
-                        participant: Some(record(1_000_000 + n)),
-                        request_id: String::new(),
-                    })
-                    .await
-                    .expect("create succeeds")
-                    .into_inner();
-                made.lock().unwrap().push(p.name.trim_start_matches("participants/").to_owned());
-            }
-        })
-        .await;
-        std::mem::take(&mut *made.lock().unwrap())
-    };
-    let ids = Arc::new(ids);
+    let c = cluster(&url, instances, false).await;
+    let ids = people(&c).await;
     let clients: Vec<Client> = (0..c.clients.len()).map(|n| c.client(n)).collect();
     let ids2 = Arc::clone(&ids);
     let get = drive(total, CALLERS, move |n| {
@@ -363,9 +375,23 @@ async fn measure(admin_url: &str, instances: usize, total: usize, echo: f64) {
         }
     })
     .await;
-    println!("  GetParticipant     {get:>8.0} calls/s  {:>5.2}x echo", get / echo);
-    let update = updates_with_delays(&c, &ids, total, CALLERS, 1).await;
-    println!("  UpdateParticipant  {update:>8.0} calls/s  {:>5.2}x echo (durable)", update / echo);
+    let clients: Vec<Client> = (0..c.clients.len()).map(|n| c.client(n)).collect();
+    let ids2 = Arc::clone(&ids);
+    let update = drive(total, CALLERS, move |n| {
+        let mut client = clients[n % clients.len()].clone();
+        let name = format!("participants/{}", ids2[n % ids2.len()]);
+        async move {
+            let changed = Participant { name, family_name: format!("Benchmark{n}"), ..Default::default() };
+            client
+                .update_participant(UpdateParticipantRequest {
+                    participant: Some(changed),
+                    update_mask: Some(prost_types::FieldMask { paths: vec!["family_name".into()] }),
+                })
+                .await
+                .expect("update succeeds");
+        }
+    })
+    .await;
     let clients: Vec<Client> = (0..c.clients.len()).map(|n| c.client(n)).collect();
     let create = drive(total, CALLERS, move |n| {
         let mut client = clients[n % clients.len()].clone();
@@ -385,8 +411,28 @@ async fn measure(admin_url: &str, instances: usize, total: usize, echo: f64) {
         }
     })
     .await;
-    println!("  CreateParticipant  {create:>8.0} calls/s  {:>5.2}x echo (durable)", create / echo);
-    updates_with_delays(&c, &ids, 200, 1, 2).await;
+    println!(
+        "  {instances} instance(s): Get {get:>6.0}/s {:>5.2}x echo | Update {update:>6.0}/s {:>5.2}x echo | Create {create:>6.0}/s {:>5.2}x echo",
+        get / echo,
+        update / echo,
+        create / echo
+    );
+    c.stop().await;
+    drop_database(admin_url, &name).await;
+    [get, update, create]
+}
+
+/// The delay from an update's acknowledgement to all three targets, with
+/// the mocks as targets: one caller (unloaded), then `CALLERS` callers.
+async fn delays(admin_url: &str, instances: usize, total: usize) {
+    let (name, url) = create_database(admin_url).await;
+    let c = cluster(&url, instances, true).await;
+    let ids = people(&c).await;
+    drained(&c.url).await;
+    println!("  {instances} instance(s):");
+    updates_with_delays(&c, &ids, 200, 1, 1).await;
+    let rate = updates_with_delays(&c, &ids, total, CALLERS, 2).await;
+    println!("    ({rate:.0} updates/s acknowledged while delivering)");
     c.stop().await;
     drop_database(admin_url, &name).await;
 }
@@ -405,8 +451,13 @@ fn main() {
     runtime.block_on(async {
         let echo = echo(total).await;
         println!("echo (a bare tonic server, grpc.health.v1.Health/Check), {CALLERS} callers: {echo:.0} calls/s");
+        println!("the write path on PostgreSQL ({CALLERS} callers spread over the instances, no targets):");
         for instances in [1, 2] {
-            measure(&admin_url, instances, total, echo).await;
+            write_path(&admin_url, instances, total, echo).await;
+        }
+        println!("delivery to Arena, NIR and NOKUT (mocks in this process), from an update's acknowledgement:");
+        for instances in [1, 2] {
+            delays(&admin_url, instances, total / 2).await;
         }
     });
 }
