@@ -51,7 +51,8 @@ async fn advance_applied<C: GenericClient + Sync>(
 ) -> Result<()> {
     db.execute(
         "INSERT INTO inbound_applied (source, entity, position) VALUES ($1, $2, $3)
-         ON CONFLICT (source, entity) DO UPDATE SET position = excluded.position",
+         ON CONFLICT (source, entity) DO UPDATE SET position = excluded.position
+         WHERE inbound_applied.position < excluded.position",
         &[&source, &entity, &position],
     )
     .await?;
@@ -88,6 +89,12 @@ impl PostgresStore {
         let conn = &mut *conn;
         let tx = conn.client.transaction().await?;
         let db = Db { client: &tx, statements: &conn.statements };
+        // The participant first: its row lock is what gives this transaction
+        // its id, so that of two writes of one person the one that commits
+        // later has the later id, and change readers see them in order.
+        if let Some(id) = &participant {
+            db.query_opt("SELECT 1 FROM participants WHERE id = $1 FOR UPDATE", &[id]).await?;
+        }
         // The entry's kind (for the audit), and its attempts while it is open.
         let entry = db
             .query_opt(

@@ -44,7 +44,8 @@ async fn backfill_sync<C: GenericClient + Sync>(db: &Db<'_, C>, targets: &[Strin
                 "INSERT INTO sync_state (target, participant_id, desired_version, state, attempts, next_attempt_time,
                      update_time)
                  SELECT $1, p.id, p.version, 'pending', 0, $2, $2 FROM participants p
-                 WHERE NOT EXISTS (SELECT 1 FROM sync_state s WHERE s.target = $1 AND s.participant_id = p.id)",
+                 WHERE NOT EXISTS (SELECT 1 FROM sync_state s WHERE s.target = $1 AND s.participant_id = p.id)
+                 ON CONFLICT (target, participant_id) DO NOTHING",
                 &[target, &now],
             )
             .await?;

@@ -186,8 +186,15 @@ pub(crate) async fn rotate_keys(
 pub(crate) fn describe(url: &str) -> String {
     let Some(start) = url.find("://").map(|i| i + 3) else { return "(not a URL)".into() };
     let rest = &url[start..];
-    let rest = rest.split_once('@').map_or(rest, |(_, host)| host);
-    rest.split_once('?').map_or(rest, |(r, _)| r).to_owned()
+    let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
+    // The user and password end at the authority's last `@` (a password
+    // may hold one); the authority ends at the first `/`.
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    match path {
+        Some(path) => format!("{host}/{path}"),
+        None => host.to_owned(),
+    }
 }
 
 /// A transaction-scoped advisory lock key from the first eight bytes of a

@@ -17,6 +17,7 @@ use crate::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hurtigspor_proto::v1::Participant;
+use sha2::Digest;
 use tokio_postgres::{GenericClient, Row};
 
 /// Times a registration that lost a race for a key is planned again (it
@@ -43,13 +44,18 @@ async fn stored_request<C: GenericClient + Sync>(
         .map(|r| StoredRequest { fingerprint: r.get(0), participant_id: r.get(1), version: r.get(2) }))
 }
 
-/// Looks up a request id; returns the answer to replay, if any.
+/// Looks up a request id, holding it (for the transaction) so that a race
+/// for one id between two writes queues them: the second sees the first's
+/// record and replays it or is refused, never a unique violation. Returns
+/// the answer to replay, if any.
 async fn replay<C: GenericClient + Sync>(
     db: &Db<'_, C>,
     key: &IdempotencyKey,
     for_participant: Option<&str>,
     keyring: &Keyring,
 ) -> Result<Option<Committed>> {
+    let held = format!("{}\u{0}{}", key.method, key.request_id);
+    db.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(&sha2::Sha256::digest(held.as_bytes()))]).await?;
     let Some((participant_id, version)) = rules::replay_of(key, stored_request(db, key).await?, for_participant)?
     else {
         return Ok(None);

@@ -85,6 +85,8 @@ async fn an_audit_entry_is_chained_once_and_never_edited_or_deleted() {
         .expect("an entry is chained once");
     refused("UPDATE audit_log SET hash = '\\x02' WHERE id = $1").await;
     refused("DELETE FROM audit_log WHERE id = $1").await;
+    let err = client.batch_execute("TRUNCATE audit_log").await.expect_err("the log cannot be emptied");
+    assert!(err.as_db_error().unwrap().message().contains("append-only"), "{err}");
     let half = client
         .execute(
             "INSERT INTO audit_log (time, organisation, method, outcome, sequence) VALUES ('t', 'g', 'm', 'OK', 2)",
@@ -98,6 +100,8 @@ async fn an_audit_entry_is_chained_once_and_never_edited_or_deleted() {
 fn a_database_is_named_without_the_password() {
     assert_eq!(super::describe("postgres://u:secret@db:5432/h?sslmode=require"), "db:5432/h");
     assert_eq!(super::describe("postgres://db/h"), "db/h");
+    assert_eq!(super::describe("postgres://u:p@ss@db:5432/h"), "db:5432/h", "a password may hold an @");
+    assert_eq!(super::describe("postgres://u:p@ss@db"), "db");
 }
 
 /// Everything a dialect must do, on PostgreSQL: each test in a database
@@ -124,8 +128,8 @@ mod instances {
         crypto::Keyring,
         error::Error,
         store::{
-            ChangeCursor, ChangeRecord, IdempotencyKey, InboxEntry, Location, NewParticipant, Store, StoreOptions,
-            SyncConfig, SyncOutcome, codec,
+            ChangeCursor, ChangeRecord, IdempotencyKey, InboxEntry, Location, NewParticipant, Settle, Settled, Store,
+            StoreOptions, SyncConfig, SyncOutcome, codec,
             conformance::{
                 api_entry, keyring as conformance_keyring, mutation, new_participant, settled_changes, test_key,
             },
@@ -276,6 +280,66 @@ mod instances {
             assert_eq!(outcomes.iter().filter(|r| r.is_ok()).count(), 1, "{outcomes:?}");
             assert!(outcomes.iter().any(|r| matches!(r, Err(Error::RequestIdReused))), "{outcomes:?}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn one_request_id_raced_for_two_people_is_refused_once_never_internal() {
+        let db = database!();
+        let (a, b) = two(&db).await;
+        a.create(new_participant("p", 1)).await.unwrap();
+        a.create(new_participant("q", 2)).await.unwrap();
+        for round in 0..10u8 {
+            let change = |store: &Arc<dyn Store>, id: &'static str, body: u8| {
+                let store = Arc::clone(store);
+                let mut m = mutation(id, move |p| {
+                    p.family_name.push('x');
+                    Ok(())
+                });
+                m.idempotency = Some(IdempotencyKey {
+                    method: "UpdateParticipant",
+                    request_id: format!("same-{round}"),
+                    fingerprint: [body; 32],
+                });
+                async move { store.mutate(m).await }
+            };
+            let (x, y) = tokio::join!(change(&a, "p", 1), change(&b, "q", 2));
+            let outcomes = [x, y];
+            assert_eq!(outcomes.iter().filter(|r| r.is_ok()).count(), 1, "{outcomes:?}");
+            assert!(outcomes.iter().any(|r| matches!(r, Err(Error::RequestIdReused))), "{outcomes:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn an_inbound_change_racing_an_api_change_of_one_person_is_read_in_version_order() {
+        let db = database!();
+        let (a, b) = two(&db).await;
+        a.create(new_participant("p", 1)).await.unwrap();
+        const ROUNDS: i64 = 15;
+        for round in 0..ROUNDS {
+            let position = format!("{round:020}");
+            let entry = InboxEntry { position: position.clone(), kind: "case.updated".into(), body: "{}".into() };
+            a.receive_inbound("nokut", vec![entry], None).await.unwrap();
+            let inbound = Settle::Apply {
+                entity: format!("case-{round}"),
+                mutation: Box::new(mutation("p", move |p| {
+                    p.family_name.push('i');
+                    Ok(())
+                })),
+                refs: Vec::new(),
+            };
+            let (settled, changed) = tokio::join!(
+                a.settle_inbound("nokut", &position, inbound),
+                b.mutate(mutation("p", |p| {
+                    p.given_name.push('a');
+                    Ok(())
+                }))
+            );
+            assert!(matches!(settled.unwrap(), Settled::Handled(Some(_))));
+            changed.unwrap();
+        }
+        let versions: Vec<i64> =
+            settled_changes(&*b, 1 + 2 * ROUNDS as usize).await.iter().map(|c| c.version).collect();
+        assert_eq!(versions, (1..=1 + 2 * ROUNDS).collect::<Vec<_>>(), "a reader sees one person's versions in order");
     }
 
     /// Writes a change of a new participant `id` in a transaction the test
