@@ -213,6 +213,10 @@ pub struct SyncTask {
     pub desired_version: i64,
     /// Failed attempts so far.
     pub attempts: i64,
+    /// The claim this task was leased under, where instances share the
+    /// queue: only it may renew or settle the row (empty where one process
+    /// owns the queue).
+    pub lease: String,
 }
 
 /// How a delivery went.

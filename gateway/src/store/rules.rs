@@ -790,7 +790,13 @@ mod tests {
     }
 
     fn task(desired: i64) -> SyncTask {
-        SyncTask { target: "arena".into(), participant_id: "p1".into(), desired_version: desired, attempts: 0 }
+        SyncTask {
+            target: "arena".into(),
+            participant_id: "p1".into(),
+            desired_version: desired,
+            attempts: 0,
+            lease: String::new(),
+        }
     }
 
     fn row(desired: i64) -> SyncRow {

@@ -86,6 +86,9 @@ impl SyncQueue for PostgresStore {
     async fn claim_sync(&self, limit: usize, lease: std::time::Duration) -> Result<Vec<SyncTask>, Error> {
         let conn = self.conn().await?;
         let now = self.clock.now();
+        // Each claim its own: a row this instance claims again after its
+        // lease ran out is not settled by the earlier attempt either.
+        let lease_id = format!("{}:{}", self.instance, uuid::Uuid::new_v4().simple());
         // Rows another instance is claiming right now are skipped, not
         // waited for; an expired lease is anyone's.
         let rows = conn
@@ -99,7 +102,7 @@ impl SyncQueue for PostgresStore {
                        FOR UPDATE SKIP LOCKED) due
                  WHERE s.target = due.target AND s.participant_id = due.participant_id
                  RETURNING s.target, s.participant_id, s.desired_version, s.attempts",
-                &[&self.instance, &lease_end(now, lease), &time_text(now), &(limit as i64)],
+                &[&lease_id, &lease_end(now, lease), &time_text(now), &(limit as i64)],
             )
             .await?;
         Ok(rows
@@ -109,6 +112,7 @@ impl SyncQueue for PostgresStore {
                 participant_id: r.get(1),
                 desired_version: r.get(2),
                 attempts: r.get(3),
+                lease: lease_id.clone(),
             })
             .collect())
     }
@@ -120,7 +124,7 @@ impl SyncQueue for PostgresStore {
             .execute(
                 "UPDATE sync_state SET leased_until = $4
                  WHERE target = $1 AND participant_id = $2 AND lease_owner = $3 AND leased_until IS NOT NULL",
-                &[&task.target, &task.participant_id, &self.instance, &lease_end(self.clock.now(), lease)],
+                &[&task.target, &task.participant_id, &task.lease, &lease_end(self.clock.now(), lease)],
             )
             .await?;
         Ok(renewed == 1)
@@ -136,7 +140,7 @@ impl SyncQueue for PostgresStore {
                 "SELECT desired_version, delivered_version, state, attempts, last_error, next_attempt_time,
                      lease_owner = $3 AND leased_until IS NOT NULL
                  FROM sync_state WHERE target = $1 AND participant_id = $2 FOR UPDATE",
-                &[&task.target, &task.participant_id, &self.instance],
+                &[&task.target, &task.participant_id, &task.lease],
             )
             .await?;
         let now = self.clock.now();

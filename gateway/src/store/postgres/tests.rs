@@ -520,6 +520,20 @@ mod instances {
             .await
             .unwrap();
         assert_eq!(attempts.len(), 2, "both attempts are audited: {attempts:?}");
+        // An instance that claims its own row again, after that lease ran
+        // out, holds a new claim: the earlier attempt settles nothing either.
+        a.create(new_participant("q", 2)).await.unwrap();
+        let first = a.claim_sync(10, short).await.unwrap();
+        assert_eq!(first.len(), 1);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let second = a.claim_sync(10, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(second.len(), 1, "the expired row is claimed again");
+        assert_ne!(first[0].lease, second[0].lease);
+        assert!(!a.renew_sync(&first[0], short).await.unwrap());
+        a.finish_sync(first[0].clone(), SyncOutcome::Failed { error: "stale".into() }).await.unwrap();
+        assert_eq!(a.sync_status("q").await.unwrap()[0].state, "pending", "the stale attempt changed nothing");
+        a.finish_sync(second[0].clone(), SyncOutcome::Delivered { version: 1 }).await.unwrap();
+        assert_eq!(a.sync_status("q").await.unwrap()[0].state, "delivered");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

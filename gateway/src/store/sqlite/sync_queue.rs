@@ -83,7 +83,13 @@ impl SyncQueue for SqliteStore {
                  RETURNING target, participant_id, desired_version, attempts",
             )?;
             let rows = stmt.query_map(params![time_text(lease_end), time_text(now), limit as i64], |r| {
-                Ok(SyncTask { target: r.get(0)?, participant_id: r.get(1)?, desired_version: r.get(2)?, attempts: r.get(3)? })
+                Ok(SyncTask {
+                    target: r.get(0)?,
+                    participant_id: r.get(1)?,
+                    desired_version: r.get(2)?,
+                    attempts: r.get(3)?,
+                    lease: String::new(),
+                })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
