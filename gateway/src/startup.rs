@@ -40,6 +40,9 @@ pub struct Gateway {
     /// Wakes WatchChanges streams when a change commits, here or on
     /// another instance of a shared database.
     changes: ChangeSignal,
+    /// Wakes the feeds when changes are kept in the inbox (a webhook, here
+    /// or on another instance).
+    received: ChangeSignal,
     api: ParticipantApi,
     audit_api: AuditApi,
     reporting_api: ReportingApi,
@@ -167,8 +170,9 @@ impl Gateway {
             targets: targets.iter().map(|t| t.name().to_owned()).collect(),
             wake: wake.clone(),
             changes: ChangeSignal::default(),
+            inbox: ChangeSignal::default(),
         };
-        let changes = sync.changes.clone();
+        let (changes, received) = (sync.changes.clone(), sync.inbox.clone());
         let options = StoreOptions {
             location: location.clone(),
             sync,
@@ -239,6 +243,7 @@ impl Gateway {
             http,
             store,
             changes,
+            received,
             api,
             audit_api,
             reporting_api,
@@ -375,10 +380,20 @@ impl Gateway {
         }
         if let Some(arena) = feeds.arena {
             let wake = Arc::new(tokio::sync::Notify::new());
-            background.spawn(inbound::run(arena, store.clone(), policy.clone(), poll, wake, stopped.clone()));
+            let received = self.received.subscribe();
+            background.spawn(inbound::run(arena, store.clone(), policy.clone(), poll, wake, received, stopped.clone()));
         }
         if let Some(nokut) = feeds.nokut {
-            background.spawn(inbound::run(nokut, store.clone(), policy, poll, feeds.nokut_wake, stopped.clone()));
+            let received = self.received.subscribe();
+            background.spawn(inbound::run(
+                nokut,
+                store.clone(),
+                policy,
+                poll,
+                feeds.nokut_wake,
+                received,
+                stopped.clone(),
+            ));
         }
         tracing::info!(
             addr = %self.addr,

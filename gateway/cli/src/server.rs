@@ -61,6 +61,13 @@ pub(crate) async fn serve(mut config: Config, dev: bool, seed: u32) -> anyhow::R
     }
     let mocks = InProcessMocks::start_for(&mut config).await?;
     let database = hurtigspor_gateway::store::Location::of(&config);
+    if matches!(database, hurtigspor_gateway::store::Location::Postgres(_)) && mocks.urls().next().is_some() {
+        // Another instance on the same database would deliver to mocks of
+        // its own, and read the feeds' positions against other mocks.
+        tracing::warn!(
+            "the in-process mocks are this instance's own: for several instances on one database, run hurtigspor-mocks once and configure [targets.arena], [targets.nir] and [targets.nokut] for every instance"
+        );
+    }
     let gateway = Gateway::build(config, Clock::system()).await?;
     let addr = gateway.local_addr();
     let gateway_token = gateway.dev_tokens().and_then(|t| t.get("admin")).and_then(|t| t.as_str()).map(str::to_owned);

@@ -43,8 +43,8 @@ pub(crate) fn feed_lease(poll: Duration) -> Duration {
     (poll * 4).max(Duration::from_secs(5))
 }
 
-/// Runs a source until `stop`: on every `poll` tick or `wake`, claims the
-/// feed (one instance reads each feed; the others stand by), then reads it
+/// Runs a source until `stop`: on every `poll` tick, `wake` or change
+/// `received` into the inbox, claims the feed (one instance reads each feed; the others stand by), then reads it
 /// and ingests what is due.
 pub(crate) async fn run<S: Source>(
     source: Arc<S>,
@@ -52,6 +52,7 @@ pub(crate) async fn run<S: Source>(
     policy: RetryPolicy,
     poll: Duration,
     wake: Arc<Notify>,
+    mut received: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
 ) {
     let name = source.name();
@@ -78,21 +79,42 @@ pub(crate) async fn run<S: Source>(
             }
         }
         if reading {
-            match source.fetch().await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(source = name, changes = n, "received changes"),
-                Err(e) => {
-                    tracing::warn!(source = name, error = %e, "cannot read the change feed; trying again at the next poll")
+            let work = async {
+                match source.fetch().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(source = name, changes = n, "received changes"),
+                    Err(e) => {
+                        tracing::warn!(source = name, error = %e, "cannot read the change feed; trying again at the next poll")
+                    }
                 }
-            }
-            let ingest = ingest_due(&*source, &*store, &policy);
+                ingest_due(&*source, &*store, &policy).await;
+            };
+            // A long round keeps the feed: the claim is renewed while it
+            // runs, and a round whose claim was lost stops (what it settled
+            // is kept; the new reader carries on from there).
+            let keep = async {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    match store.claim_feed(name, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(e) => tracing::warn!(source = name, error = %e, "cannot renew the claim on the feed"),
+                    }
+                }
+            };
             tokio::select! {
-                () = ingest => {}
+                () = work => {}
+                () = keep => {
+                    tracing::warn!(source = name, "another instance took the feed over during a round; this one stops reading");
+                    reading = false;
+                }
                 _ = stop.changed() => return,
             }
         }
         tokio::select! {
             _ = wake.notified() => {}
+            // Kept in the inbox by any instance (a webhook): ingest now.
+            Ok(()) = received.changed() => {}
             _ = tokio::time::sleep(poll) => {}
             _ = stop.changed() => return,
         }

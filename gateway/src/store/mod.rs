@@ -349,6 +349,9 @@ pub struct SyncConfig {
     pub wake: Arc<tokio::sync::Notify>,
     /// The change-log readers (WatchChanges).
     pub changes: ChangeSignal,
+    /// The inbound feeds: changes were received into the inbox (a webhook,
+    /// here or, with a shared database, on another instance).
+    pub inbox: ChangeSignal,
 }
 
 /// Tells change-log readers that a change committed: on this instance, or,

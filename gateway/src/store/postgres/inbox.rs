@@ -259,6 +259,9 @@ impl Inbox for PostgresStore {
             }
         }
         tx.commit().await.map_err(StoreError::from)?;
+        if added > 0 {
+            self.signals.received();
+        }
         Ok(added as usize)
     }
 

@@ -93,7 +93,12 @@ impl PostgresStore {
         let pool = Arc::new(Pool::new(url, pool_size));
         maintenance::start_up(&pool, &keyring, &sync.targets, clock.now()).await?;
         let instance = format!("{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let signals = Arc::new(signals::Signals::new(instance.clone(), sync.wake.clone(), sync.changes.clone()));
+        let signals = Arc::new(signals::Signals::new(
+            instance.clone(),
+            sync.wake.clone(),
+            sync.changes.clone(),
+            sync.inbox.clone(),
+        ));
         let mut background = vec![signals::listen(url.to_owned(), Arc::clone(&signals))];
         background.push(signals::announce(Arc::clone(&pool), Arc::clone(&signals)));
         background.push(audit_log::chainer(Arc::clone(&pool), audit_key.clone(), Arc::clone(&signals)));

@@ -9,8 +9,13 @@ use std::{sync::Arc, time::Duration};
 use tokio::{sync::Notify, task::JoinHandle};
 use tokio_postgres::AsyncMessage;
 
-/// The channel every instance listens on.
+/// The channel every instance listens on; a notification's payload is
+/// `<kind>:<instance>`.
 const CHANNEL: &str = "hurtigspor_changes";
+/// A participant version committed.
+const CHANGE: &str = "change";
+/// Changes were received into the inbox.
+const INBOX: &str = "inbox";
 
 pub(super) struct Signals {
     /// This instance, so that it does not wake itself twice.
@@ -19,15 +24,27 @@ pub(super) struct Signals {
     wake: Arc<Notify>,
     /// This instance's change readers (WatchChanges).
     changes: ChangeSignal,
+    /// This instance's feed readers.
+    inbox: ChangeSignal,
     /// Commits here not yet announced to the others.
     announce: Notify,
+    /// Inbox arrivals here not yet announced to the others.
+    announce_inbox: Notify,
     /// Audit entries appended here, for the chainer.
     pub(super) audited: Notify,
 }
 
 impl Signals {
-    pub(super) fn new(instance: String, wake: Arc<Notify>, changes: ChangeSignal) -> Self {
-        Self { instance, wake, changes, announce: Notify::new(), audited: Notify::new() }
+    pub(super) fn new(instance: String, wake: Arc<Notify>, changes: ChangeSignal, inbox: ChangeSignal) -> Self {
+        Self {
+            instance,
+            wake,
+            changes,
+            inbox,
+            announce: Notify::new(),
+            announce_inbox: Notify::new(),
+            audited: Notify::new(),
+        }
     }
 
     /// A participant version committed here.
@@ -41,6 +58,13 @@ impl Signals {
         self.wake.notify_one();
         self.changes.notify();
     }
+
+    /// Changes received into the inbox here (a webhook on an instance that
+    /// may not read the feed): the feed's reader, wherever it is, ingests.
+    pub(super) fn received(&self) {
+        self.inbox.notify();
+        self.announce_inbox.notify_one();
+    }
 }
 
 /// Announces this instance's commits to the others: one `NOTIFY` for
@@ -48,10 +72,14 @@ impl Signals {
 pub(super) fn announce(pool: Arc<Pool>, signals: Arc<Signals>) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            signals.announce.notified().await;
+            let kind = tokio::select! {
+                () = signals.announce.notified() => CHANGE,
+                () = signals.announce_inbox.notified() => INBOX,
+            };
+            let payload = format!("{kind}:{}", signals.instance);
             let sent = async {
                 let conn = pool.get().await?;
-                conn.db().execute("SELECT pg_notify('hurtigspor_changes', $1)", &[&signals.instance]).await
+                conn.db().execute("SELECT pg_notify('hurtigspor_changes', $1)", &[&payload]).await
             }
             .await;
             if let Err(e) = sent {
@@ -75,6 +103,7 @@ pub(super) fn listen(url: String, signals: Arc<Signals>) -> JoinHandle<()> {
             // What was missed meanwhile is found by polling; a wake-up now
             // makes up for any lost notification.
             signals.heard();
+            signals.inbox.notify();
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     })
@@ -84,9 +113,14 @@ async fn listen_once(url: &str, signals: &Signals) -> crate::store::error::Resul
     let (client, mut messages) = connect_with_messages(url).await?;
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
     while let Some(message) = messages.recv().await {
-        if let AsyncMessage::Notification(n) = message
-            && n.payload() != signals.instance
-        {
+        let AsyncMessage::Notification(n) = message else { continue };
+        let Some((kind, from)) = n.payload().split_once(':') else { continue };
+        if from == signals.instance {
+            continue;
+        }
+        if kind == INBOX {
+            signals.inbox.notify();
+        } else {
             signals.heard();
         }
     }

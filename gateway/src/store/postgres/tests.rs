@@ -543,6 +543,7 @@ mod instances {
         let a = instance(&db, &keyring, SyncConfig { targets: vec!["nir".into()], ..Default::default() }).await;
         let b_sync = SyncConfig { targets: vec!["nir".into()], ..Default::default() };
         let (b_wake, mut b_changes) = (Arc::clone(&b_sync.wake), b_sync.changes.subscribe());
+        let mut b_inbox = b_sync.inbox.subscribe();
         let _b = instance(&db, &keyring, b_sync).await;
         // The listener connects in the background; give it a moment.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -557,6 +558,15 @@ mod instances {
         tokio::time::timeout(Duration::from_secs(5), woken).await.expect("and its dispatcher");
         // Nothing on B polls: only the notification can have woken it.
         println!("woken after {:?}", started.elapsed());
+        // A change kept in the inbox by A (a webhook that landed there)
+        // wakes B's feeds, in case B reads them.
+        b_inbox.mark_unchanged();
+        let entry = InboxEntry { position: format!("{:020}", 1), kind: "case.updated".into(), body: "{}".into() };
+        a.receive_inbound("nokut", vec![entry], None).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), b_inbox.changed())
+            .await
+            .expect("the other instance's feeds are woken")
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
