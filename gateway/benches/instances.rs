@@ -65,6 +65,9 @@ const PEOPLE: usize = 500;
 
 type Client = ParticipantServiceClient<InterceptedService<Channel, BearerToken>>;
 
+/// A participant's version, and when its write was acknowledged.
+type Acked = ((String, i64), Instant);
+
 /// The baseline: a bare tonic server answering the health service's `Check`.
 async fn echo(total: usize) -> f64 {
     let (_reporter, service) = tonic_health::server::health_reporter();
@@ -288,7 +291,7 @@ fn ms(d: Duration) -> String {
 
 /// Updates with `callers` callers; prints the delays from ack to all three.
 async fn updates_with_delays(c: &Cluster, ids: &Arc<Vec<String>>, total: usize, callers: usize, round: i64) -> f64 {
-    let acks: Arc<Mutex<Vec<((String, i64), Instant)>>> = Arc::default();
+    let acks: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = tokio::spawn(watch_deliveries(c.url.clone(), Arc::clone(ids), Arc::clone(&stop)));
     let clients: Vec<Client> = (0..c.clients.len()).map(|n| c.client(n)).collect();
