@@ -69,7 +69,8 @@ struct Instance {
     name: &'static str,
     child: Child,
     addr: String,
-    /// Its name in the database (`lease_owner`, `inbound_cursor.reader`).
+    /// Its name in the database (`inbound_cursor.reader`, and before the `:`
+    /// of its claims' `lease_owner`).
     id: String,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -608,7 +609,7 @@ async fn a_killed_instance_loses_and_duplicates_nothing_the_survivor_delivers() 
             let held: Vec<(String, String, i64)> = db
                 .query(
                     "SELECT target, participant_id, desired_version FROM sync_state
-                     WHERE lease_owner = $1 AND leased_until IS NOT NULL",
+                     WHERE split_part(lease_owner, ':', 1) = $1 AND leased_until IS NOT NULL",
                     &[&a.id],
                 )
                 .await
