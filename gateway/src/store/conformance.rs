@@ -14,7 +14,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::{
-    ChangeKind, IdempotencyKey, InboxEntry, InboxFilter, ListQuery, Location, MigrationReport, Mutation,
+    ChangeCursor, ChangeKind, IdempotencyKey, InboxEntry, InboxFilter, ListQuery, Location, MigrationReport, Mutation,
     NewParticipant, Origin, RotationProgress, Settle, Settled, Store, StoreOptions, SyncConfig, SyncOutcome, etag_for,
     resource_name,
 };
@@ -51,14 +51,14 @@ pub async fn sealed_national_ids(loc: &Location) -> Vec<Vec<u8>> {
     }
 }
 
-/// The change log from its start, once it holds `expected` changes (or
-/// after 10 s, whatever it holds). A dialect may keep a committed change
-/// back for a moment, while a transaction that began before it is still
-/// open (on PostgreSQL, anywhere on the server).
-pub async fn settled_changes(store: &dyn Store, expected: usize) -> Vec<super::ChangeRecord> {
+/// The changes after `after`, once there are `expected` of them (or after
+/// 10 s, whatever there is). A dialect may keep a committed change back for
+/// a moment, while a transaction that began before it is still open (on
+/// PostgreSQL, anywhere on the server).
+pub async fn settled_changes(store: &dyn Store, after: ChangeCursor, expected: usize) -> Vec<super::ChangeRecord> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let seen = store.changes(Default::default(), 1000).await.unwrap();
+        let seen = store.changes(after, 1000).await.unwrap();
         if seen.len() >= expected || std::time::Instant::now() > deadline {
             return seen;
         }
@@ -447,7 +447,7 @@ pub async fn a_refused_or_panicking_write_rolls_back_alone_and_is_audited(loc: L
     let stored = store.get("a").await.unwrap().unwrap();
     assert_eq!((stored.etag.as_str(), stored.given_name.as_str()), ("W/\"2\"", "B"));
     assert!(store.get("b").await.unwrap().is_none());
-    let changes = settled_changes(&*store, 2).await;
+    let changes = settled_changes(&*store, ChangeCursor::default(), 2).await;
     assert_eq!(changes.len(), 2, "one change per acknowledged write");
     // Every audited write is in the log, a refused one alone and about whom
     // it concerned; the order within a batch is the dialect's.

@@ -128,8 +128,8 @@ mod instances {
         crypto::Keyring,
         error::Error,
         store::{
-            ChangeCursor, ChangeRecord, IdempotencyKey, InboxEntry, Location, NewParticipant, Settle, Settled, Store,
-            StoreOptions, SyncConfig, SyncOutcome, codec,
+            ChangeCursor, IdempotencyKey, InboxEntry, Location, NewParticipant, Settle, Settled, Store, StoreOptions,
+            SyncConfig, SyncOutcome, codec,
             conformance::{
                 api_entry, keyring as conformance_keyring, mutation, new_participant, settled_changes, test_key,
             },
@@ -157,19 +157,6 @@ mod instances {
             ..StoreOptions::new(Location::Postgres(db.url.clone()), test_key())
         };
         crate::store::open(options).await.unwrap().0
-    }
-
-    /// The changes after `cursor`, once there are `expected` of them (or
-    /// after 10 s, whatever there is).
-    async fn changes_after(store: &dyn Store, cursor: ChangeCursor, expected: usize) -> Vec<ChangeRecord> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let seen = store.changes(cursor, 1000).await.unwrap();
-            if seen.len() >= expected || std::time::Instant::now() > deadline {
-                return seen;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     async fn two(db: &TestDatabase) -> (Arc<dyn Store>, Arc<dyn Store>) {
@@ -223,7 +210,7 @@ mod instances {
         let outcomes = [left, right];
         assert_eq!(outcomes.iter().filter(|r| r.is_ok()).count(), 1, "{outcomes:?}");
         assert_eq!(outcomes.iter().filter(|r| matches!(r, Err(Error::StaleEtag { .. }))).count(), 1, "{outcomes:?}");
-        assert_eq!(settled_changes(&*a, 22).await.len(), 22, "one change per stored version");
+        assert_eq!(settled_changes(&*a, ChangeCursor::default(), 22).await.len(), 22, "one change per stored version");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -337,8 +324,11 @@ mod instances {
             assert!(matches!(settled.unwrap(), Settled::Handled(Some(_))));
             changed.unwrap();
         }
-        let versions: Vec<i64> =
-            settled_changes(&*b, 1 + 2 * ROUNDS as usize).await.iter().map(|c| c.version).collect();
+        let versions: Vec<i64> = settled_changes(&*b, ChangeCursor::default(), 1 + 2 * ROUNDS as usize)
+            .await
+            .iter()
+            .map(|c| c.version)
+            .collect();
         assert_eq!(versions, (1..=1 + 2 * ROUNDS).collect::<Vec<_>>(), "a reader sees one person's versions in order");
     }
 
@@ -377,7 +367,7 @@ mod instances {
         let db = database!();
         let (a, reader) = two(&db).await;
         a.create(new_participant("first", 1)).await.unwrap();
-        let seen = changes_after(&*reader, ChangeCursor::default(), 1).await;
+        let seen = settled_changes(&*reader, ChangeCursor::default(), 1).await;
         assert_eq!(seen.iter().map(|c| c.participant_id.as_str()).collect::<Vec<_>>(), ["first"]);
         let mut cursor = seen[0].cursor;
         // A takes its sequence, then B commits after it.
@@ -387,7 +377,7 @@ mod instances {
         let during = reader.changes(cursor, 100).await.unwrap();
         assert!(during.is_empty(), "nothing is handed out past an open transaction: {during:?}");
         slow.batch_execute("COMMIT").await.unwrap();
-        let after = changes_after(&*reader, cursor, 2).await;
+        let after = settled_changes(&*reader, cursor, 2).await;
         assert_eq!(
             after.iter().map(|c| c.participant_id.as_str()).collect::<Vec<_>>(),
             ["late", "after"],
@@ -399,7 +389,7 @@ mod instances {
         let aborted = late_change(&db.url, "aborted").await;
         a.create(new_participant("last", 3)).await.unwrap();
         aborted.batch_execute("ROLLBACK").await.unwrap();
-        let last = changes_after(&*reader, cursor, 1).await;
+        let last = settled_changes(&*reader, cursor, 1).await;
         assert_eq!(last.iter().map(|c| c.participant_id.as_str()).collect::<Vec<_>>(), ["last"]);
         // Cursors read back as they were written.
         assert_eq!(last[0].cursor.to_string().parse::<ChangeCursor>().unwrap(), last[0].cursor);
