@@ -204,8 +204,7 @@ impl Inbox for PostgresStore {
                 &[&source, &self.instance, &until, &time_text(now)],
             )
             .await?;
-        let mine = claimed.is_some();
-        Ok(mine)
+        Ok(claimed.is_some())
     }
 
     async fn receive_inbound(
@@ -219,15 +218,8 @@ impl Inbox for PostgresStore {
         let tx = conn.client.transaction().await.map_err(StoreError::from)?;
         let db = Db { client: &tx, statements: &conn.statements };
         let now = time_text(self.clock.now());
-        let (positions, kinds, bodies): (Vec<String>, Vec<String>, Vec<String>) = entries
-            .into_iter()
-            .map(|e| (e.position, e.kind, e.body))
-            .fold((Vec::new(), Vec::new(), Vec::new()), |(mut p, mut k, mut b), (position, kind, body)| {
-                p.push(position);
-                k.push(kind);
-                b.push(body);
-                (p, k, b)
-            });
+        let column = |f: fn(&InboxEntry) -> &str| entries.iter().map(f).collect::<Vec<&str>>();
+        let (positions, kinds, bodies) = (column(|e| &e.position), column(|e| &e.kind), column(|e| &e.body));
         // Kept once, whichever instance received it (a webhook and a poll
         // may both bring one change).
         let added = db
