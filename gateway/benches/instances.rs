@@ -30,15 +30,10 @@ use hurtigspor_gateway::{
     Gateway,
     auth::BearerToken,
     clock::Clock,
-    config::{self, Config, Secret},
+    config::{Config, Secret},
     domain::national_id::testing::synthetic_fnr,
 };
-use hurtigspor_mocks::{
-    arena::{Arena, ArenaConfig},
-    nir::{Nir, NirConfig, ROLE_INTRO},
-    nokut::{Nokut, NokutConfig},
-    server::{MockSystem, RunningMock},
-};
+use hurtigspor_mocks::server::RunningMock;
 use hurtigspor_proto::{
     google::r#type::Date,
     v1::{
@@ -56,8 +51,11 @@ use tokio::sync::oneshot;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 mod common;
+#[path = "common/mocks.rs"]
+mod mocks;
 
 use common::drive;
+use mocks::start_mocks;
 
 const CALLERS: usize = 64;
 /// Participants made before the reads and updates, spread over.
@@ -134,30 +132,6 @@ struct Cluster {
     mocks: Vec<RunningMock>,
     url: String,
     _dirs: Vec<tempfile::TempDir>,
-}
-
-async fn start_mocks(config: &mut Config) -> Vec<RunningMock> {
-    let at = "127.0.0.1:0";
-    let arena = ArenaConfig::default();
-    let (client_id, secret) = (arena.client_id.clone(), arena.client_secret.clone());
-    let arena = Arena::new(arena).spawn(at).await.unwrap();
-    config.targets.arena =
-        Some(config::ArenaTarget { base_url: arena.url(), client_id, client_secret: Secret::new(secret) });
-    let nir = NirConfig::default();
-    let user = nir.users.iter().find(|u| u.role == ROLE_INTRO).unwrap().clone();
-    let nir = Nir::new(nir).spawn(at).await.unwrap();
-    config.targets.nir =
-        Some(config::NirTarget { base_url: nir.url(), username: user.username, password: Secret::new(user.password) });
-    let nokut = NokutConfig::default();
-    let (api_key, webhook_secret) = (nokut.api_key.clone(), nokut.webhook_secret.clone());
-    let nokut = Nokut::new(nokut).spawn(at).await.unwrap();
-    config.targets.nokut = Some(config::NokutTarget {
-        base_url: nokut.url(),
-        api_key: Secret::new(api_key),
-        webhook_secret: Some(Secret::new(webhook_secret)),
-        webhook_url: None,
-    });
-    vec![arena, nir, nokut]
 }
 
 async fn cluster(url: &str, instances: usize, deliver: bool) -> Cluster {

@@ -39,24 +39,17 @@
 //! limits the dispatcher, but they do take CPU, so the loaded figures are a
 //! little high.
 
+#[path = "common/mocks.rs"]
+mod mocks;
+
 use hurtigspor_adapters::{
     Delivery, Target,
     arena::{ArenaConfig, ArenaTarget},
     nir::{NirConfig, NirTarget},
     nokut::{NokutConfig, NokutTarget},
 };
-use hurtigspor_gateway::{
-    Gateway,
-    clock::Clock,
-    config::{self, Config, Secret},
-    domain::national_id::testing::synthetic_fnr,
-};
-use hurtigspor_mocks::{
-    arena::{Arena, ArenaConfig as MockArenaConfig},
-    nir::{Nir, NirConfig as MockNirConfig, ROLE_INTRO},
-    nokut::{Nokut, NokutConfig as MockNokutConfig},
-    server::{MockSystem, RunningMock},
-};
+use hurtigspor_gateway::{Gateway, clock::Clock, config::Config, domain::national_id::testing::synthetic_fnr};
+use hurtigspor_mocks::server::RunningMock;
 use hurtigspor_proto::{
     google::r#type::Date,
     v1::{
@@ -362,31 +355,9 @@ struct App {
     _dir: tempfile::TempDir,
 }
 
-/// Starts the Arena, NIR and NOKUT mocks on free ports and configures them
-/// as the gateway's targets, with their default credentials (NOKUT's
-/// webhooks to the gateway's own HTTP listener), as `hurtigspor dev` does.
+/// The mocks, configured as the gateway's targets, and their URLs by name.
 async fn start_mocks(config: &mut Config) -> (HashMap<&'static str, String>, Vec<RunningMock>) {
-    let at = "127.0.0.1:0";
-    let targets = &mut config.targets;
-    let arena = MockArenaConfig::default();
-    let (client_id, secret) = (arena.client_id.clone(), arena.client_secret.clone());
-    let arena = Arena::new(arena).spawn(at).await.expect("the Arena mock starts");
-    targets.arena = Some(config::ArenaTarget { base_url: arena.url(), client_id, client_secret: Secret::new(secret) });
-    let nir = MockNirConfig::default();
-    let user = nir.users.iter().find(|u| u.role == ROLE_INTRO).expect("the NIR mock has an intro user").clone();
-    let nir = Nir::new(nir).spawn(at).await.expect("the NIR mock starts");
-    targets.nir =
-        Some(config::NirTarget { base_url: nir.url(), username: user.username, password: Secret::new(user.password) });
-    let nokut = MockNokutConfig::default();
-    let (api_key, webhook_secret) = (nokut.api_key.clone(), nokut.webhook_secret.clone());
-    let nokut = Nokut::new(nokut).spawn(at).await.expect("the NOKUT mock starts");
-    targets.nokut = Some(config::NokutTarget {
-        base_url: nokut.url(),
-        api_key: Secret::new(api_key),
-        webhook_secret: Some(Secret::new(webhook_secret)),
-        webhook_url: None,
-    });
-    let running = vec![arena, nir, nokut];
+    let running = mocks::start_mocks(config).await;
     let urls = TARGETS.into_iter().zip(running.iter().map(RunningMock::url)).collect();
     (urls, running)
 }
